@@ -1,0 +1,71 @@
+"""The seam between the hub and where events are kept.
+
+A backend stores each topic's events in order, hands out their ids, answers "what came after
+id X", and streams what gets appended. The hub does everything per-subscriber (encoding once,
+cursors, heartbeats) on top, so a backend never sees individual SSE connections.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Backend", "BackendUnavailable", "Entry", "ResetReason", "UnknownEventId"]
+
+ResetReason = Literal["unknown", "evicted", "foreign"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One event as stored. ``id`` is ``None`` for ephemeral events, which are never stored."""
+
+    id: str | None
+    event: str | None
+    data: str
+
+
+class UnknownEventId(LookupError):
+    """A Last-Event-ID the backend cannot resume from; the client must reload (a ``reset``)."""
+
+    def __init__(self, event_id: str, reason: ResetReason) -> None:
+        super().__init__(f"cannot resume after event id {event_id[:80]!r}: {reason}")
+        self.event_id = event_id
+        self.reason: ResetReason = reason
+
+
+class BackendUnavailable(ConnectionError):
+    """The backend cannot take a publish right now; callers answer 503 and the client retries."""
+
+
+class Backend(ABC):
+    """Where topics live. Implementations: ``memory://`` (default) and ``redis://``."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections; called once before use."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; pending ``listen`` iterators end."""
+
+    @abstractmethod
+    async def append(self, topic: str, data: str, event: str | None = None, *, ephemeral: bool = False) -> Entry:
+        """Append an event (or just broadcast it, if ephemeral) and return it with its id."""
+
+    @abstractmethod
+    async def read_after(self, topic: str, event_id: str, limit: int) -> list[Entry]:
+        """Stored events after ``event_id``, oldest first; raise ``UnknownEventId`` if it cannot."""
+
+    @abstractmethod
+    async def latest_id(self, topic: str) -> str | None:
+        """The id of the newest stored event of ``topic``, ``None`` if it has none."""
+
+    @abstractmethod
+    def listen(self, topic: str, after: str | None) -> AsyncIterator[list[Entry]]:
+        """Batches of entries stored after ``after`` (all kept ones if ``None``), then new ones as
+        they are appended, ephemeral ones included. The hub passes ``latest_id()`` read just before,
+        so nothing appended in between is missed."""
+
+    @abstractmethod
+    def order_key(self, event_id: str) -> tuple[int, ...]:
+        """A sort key for an id of this backend; ``ValueError`` if the id is not one of ours."""

@@ -1,0 +1,23 @@
+"""Serving an app's static front end together with the shared browser helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar.router import Router
+from litestar.static_files import create_static_files_router
+
+__all__ = ["SHARED_STATIC", "static_router"]
+
+SHARED_STATIC = Path(__file__).parent / "static"
+NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
+
+
+def static_router(prefix: str, app_static: Path, *, name: str) -> Router:
+    """``{prefix}/static/...`` from the app's folder, falling back to the shared one (``sse.js``)."""
+    return create_static_files_router(
+        path=f"{prefix}/static",
+        directories=[app_static, SHARED_STATIC],
+        name=name,
+        include_in_schema=False,
+    )

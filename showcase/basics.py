@@ -1,0 +1,151 @@
+"""``/basics/``: the plain one-way pattern. A ticker publishes numbered events; pages watch them.
+
+- ``GET /basics/events``: live ticks from the shared hub, resumable with Last-Event-ID.
+- ``GET /basics/events?count=N``: the seed's "N messages" server: N events with ids 1..N, one per
+  interval, then the response ends; a client that reconnects with Last-Event-ID gets the rest.
+- ``POST /basics/interval`` ``{"seconds": s}``: change the ticker's interval for everybody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, get, post
+from litestar.datastructures import State
+from litestar.exceptions import ValidationException
+from litestar.params import FromQuery, JSONBody
+from litestar.response import File, Stream
+
+from shared.encoding import encode, encode_json
+from shared.hub import Hub
+from shared.pages import static_router
+from shared.responses import SSE_HEADERS, SSE_MEDIA_TYPE, last_event_id, sse_response
+from shared.security import SECURITY_HEADERS, origin_guard
+
+__all__ = ["create_app"]
+
+STATIC = Path(__file__).parent / "static"
+TOPIC = "ticks"
+
+
+@dataclass(slots=True)
+class Ticker:
+    hub: Hub
+    interval: float = 1.0
+    seq: int = 0
+    task: asyncio.Task[None] | None = None
+    changed: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name="basics-ticker")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def set_interval(self, seconds: float) -> None:
+        self.interval = seconds
+        if self.changed is not None:
+            self.changed.set()  # apply at once, not after the old (maybe long) interval
+
+    async def _run(self) -> None:
+        assert self.changed is not None
+        while True:
+            self.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), self.interval)
+                continue
+            self.seq += 1
+            await self.hub.publish_json(TOPIC, {"n": self.seq, "t": time.time()}, event="tick")
+
+
+def _ticker(state: State) -> Ticker:
+    ticker: Ticker = state.ticker
+    return ticker
+
+
+@get("/basics/", include_in_schema=False)
+async def page() -> File:
+    return File(STATIC / "basics.html", content_disposition_type="inline", media_type="text/html")
+
+
+@get("/basics/events", media_type="text/event-stream")
+async def events(
+    request: Request[Any, Any, Any],
+    state: State,
+    count: FromQuery[int | None] = None,
+    interval: FromQuery[float | None] = None,
+) -> Stream:  # type: ignore[type-arg]
+    """Live ticks (resumable), or with ``count`` a finite stream of ``count`` numbered events."""
+    if count is None:
+        return sse_response(state.hub, TOPIC, last_id=last_event_id(request))
+    if not 1 <= count <= 10_000:
+        raise ValidationException("count must be between 1 and 10000")
+    pace = interval if interval is not None else 0.2
+    if not 0 <= pace <= 10:
+        raise ValidationException("interval must be between 0 and 10 seconds")
+    start = 0
+    resume = last_event_id(request)
+    if resume is not None:
+        if not resume.isdigit():
+            raise ValidationException("Last-Event-ID must be a number for a counted stream")
+        start = int(resume)
+    return Stream(_counted(start, count, pace), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+
+async def _counted(start: int, count: int, pace: float) -> AsyncIterator[bytes]:
+    yield encode(retry=1000)
+    for n in range(start + 1, count + 1):
+        yield encode_json({"n": n, "of": count, "t": time.time()}, event="tick", id=str(n))
+        if n < count:
+            await asyncio.sleep(pace)
+    yield encode(json.dumps({"sent": count}), event="done")
+
+
+@dataclass(slots=True)
+class IntervalBody:
+    seconds: float
+
+
+@post("/basics/interval", status_code=200)
+async def set_interval(data: JSONBody[IntervalBody], state: State) -> dict[str, float]:
+    """Change how often the shared ticker publishes (0.05 to 60 seconds)."""
+    if not 0.05 <= data.seconds <= 60:
+        raise ValidationException("seconds must be between 0.05 and 60")
+    _ticker(state).set_interval(data.seconds)
+    return {"seconds": data.seconds}
+
+
+@get("/basics/interval")
+async def get_interval(state: State) -> dict[str, float]:
+    return {"seconds": _ticker(state).interval}
+
+
+def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> Litestar:
+    hub = hub or Hub()
+    ticker = Ticker(hub, interval)
+    return Litestar(
+        route_handlers=[
+            page,
+            events,
+            set_interval,
+            get_interval,
+            static_router("/basics", STATIC, name="basics-static"),
+        ],
+        state=State({"hub": hub, "ticker": ticker, "sse_hubs": [hub]}),
+        on_startup=[hub.start, ticker.start],
+        on_shutdown=[ticker.stop, hub.close],
+        guards=[origin_guard],
+        response_headers=SECURITY_HEADERS,
+        openapi_config=None,
+    )
