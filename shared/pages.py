@@ -21,3 +21,14 @@ def static_router(prefix: str, app_static: Path, *, name: str) -> Router:
         name=name,
         include_in_schema=False,
     )
+
+
+def vendor_router(prefix: str, *, name: str) -> Router:
+    """``{prefix}/vendor/<package>/<file>`` straight from ``node_modules`` (installed by ``npm ci``):
+    front-end libraries are served as published, with no build step."""
+    return create_static_files_router(
+        path=f"{prefix}/vendor",
+        directories=[NODE_MODULES],
+        name=name,
+        include_in_schema=False,
+    )
