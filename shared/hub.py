@@ -137,6 +137,14 @@ class Subscription:
         self._after_key = after_key
         self.last_id = last_id
         self.ended_reason: str | None = None
+        self._closed = False
+
+    def close(self, reason: str = "closed") -> None:
+        """End this subscription from outside (e.g. another connection took over its client id)."""
+        if not self._closed:
+            self._closed = True
+            self.ended_reason = reason
+            self._topic.wake()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
@@ -148,7 +156,7 @@ class Subscription:
             yield chunk
         topic = self._topic
         settings = self._hub.settings
-        while True:
+        while not self._closed:
             if self.cursor >= topic.end:
                 if topic.closed:
                     self.ended_reason = "shutdown"

@@ -13,7 +13,7 @@ from litestar.exceptions import ServiceUnavailableException
 from litestar.response import Stream
 
 from .encoding import encode
-from .hub import Hub
+from .hub import Hub, Subscription
 
 __all__ = ["SSE_HEADERS", "last_event_id", "sse_response"]
 
@@ -40,18 +40,21 @@ def sse_response(
     prelude: Callable[[], Awaitable[bytes]] | bytes | None = None,
     retry_ms: int = 3000,
     on_close: Callable[[], Awaitable[None]] | None = None,
+    on_open: Callable[[Subscription], None] | None = None,
+    farewell: Callable[[Subscription], bytes | None] | None = None,
 ) -> Stream:
     """A streaming response of ``topic`` from ``last_id`` on.
 
     ``prelude`` (bytes, or a coroutine function giving bytes) is sent first, after the ``retry``
-    hint: a ``snapshot`` or ``session`` event. ``on_close`` runs when the stream ends for any
-    reason, the client vanishing included.
+    hint: a ``snapshot`` or ``session`` event. ``on_open`` gets the subscription (to end it
+    later with ``sub.close()``); ``farewell`` may give a last event when it was ended that way.
+    ``on_close`` runs when the stream ends for any reason, the client vanishing included.
     """
     if hub.closing:
         # Refuse before any header is sent, so the client retries (and lands on the new server).
         raise ServiceUnavailableException("server is shutting down; reconnect shortly", headers={"Retry-After": "1"})
     return Stream(
-        _body(hub, topic, last_id, prelude, retry_ms, on_close),
+        _body(hub, topic, last_id, prelude, retry_ms, on_close, on_open, farewell),
         media_type=SSE_MEDIA_TYPE,
         headers=SSE_HEADERS,
     )
@@ -64,9 +67,13 @@ async def _body(
     prelude: Callable[[], Awaitable[bytes]] | bytes | None,
     retry_ms: int,
     on_close: Callable[[], Awaitable[None]] | None,
+    on_open: Callable[[Subscription], None] | None = None,
+    farewell: Callable[[Subscription], bytes | None] | None = None,
 ) -> AsyncIterator[bytes]:
     try:
         async with hub.subscribe(topic, last_id) as sub:
+            if on_open is not None:
+                on_open(sub)
             first = encode(retry=retry_ms)
             if prelude is not None:
                 first += prelude if isinstance(prelude, bytes) else await prelude()
@@ -76,6 +83,8 @@ async def _body(
                 yield chunk
             if sub.ended_reason == "shutdown":
                 yield hub.shutdown_event(sub.last_id)
+            elif farewell is not None and (last := farewell(sub)):
+                yield last
     finally:
         if on_close is not None:
             await on_close()

@@ -13,7 +13,7 @@ from shared.mount import Mounts
 from shared.pages import static_router
 from shared.security import SECURITY_HEADERS
 
-from . import basics
+from . import basics, bidi
 
 __all__ = ["create_app"]
 
@@ -38,5 +38,6 @@ def create_app(data_dir: Path = Path(".data"), backend_url: str | None = None) -
     data_dir.mkdir(parents=True, exist_ok=True)
     apps: dict[str, Litestar] = {
         "/basics": basics.create_app(Hub(from_url(backend_url))),
+        "/bidi": bidi.create_app(Hub(from_url(backend_url))),
     }
     return Mounts(apps, fallback=create_index_app())

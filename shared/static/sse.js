@@ -17,6 +17,10 @@
 //     onReset: (info) => reloadEverything(),
 //   });
 //   stream.close();
+//
+// `url` may be a function, called at every (re)connect. With `native: false` we never let the
+// browser reconnect by itself (it would reuse the first URL); we re-create the EventSource with a
+// fresh URL instead. `session()` below needs that: its URL carries the session token.
 
 const STATES = ["connecting", "open", "retrying", "failed"];
 
@@ -45,6 +49,7 @@ export function connect(url, options = {}) {
     maxDelay = 15000,
     maxRetries = Infinity,
     withCredentials = false,
+    native = true,
   } = options;
   let lastEventId = options.lastEventId ?? null;
   let state = null;
@@ -86,7 +91,7 @@ export function connect(url, options = {}) {
     };
     es.onerror = () => {
       if (closed) return;
-      if (es.readyState === EventSource.CONNECTING) {
+      if (native && es.readyState === EventSource.CONNECTING) {
         // The browser reconnects by itself and sends Last-Event-ID.
         setState("retrying");
         return;
@@ -101,7 +106,8 @@ export function connect(url, options = {}) {
     timer = null;
     if (closed) return;
     setState(attempts === 0 && state === null ? "connecting" : "retrying");
-    source = new EventSource(withParam(url, "last_event_id", lastEventId), { withCredentials });
+    const target = typeof url === "function" ? url() : url;
+    source = new EventSource(withParam(target, "last_event_id", lastEventId), { withCredentials });
     wire(source);
   };
 
@@ -149,5 +155,103 @@ export function connect(url, options = {}) {
       if (timer) clearTimeout(timer);
       if (source) source.close();
     },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// session(): make this page a client that answers the server's requests (SSE + POST, JSON-RPC).
+//
+// The stream starts with `event: session` {client_id, token}; the server then sends
+// `event: request` {jsonrpc, id, method, params, deadline} and `event: cancel` {id, reason}.
+// We answer each request once by POSTing a JSON-RPC response with `Authorization: Bearer token`.
+// A request can arrive twice (it is re-sent when we reconnect while it is pending): we dedupe by id.
+//
+//   const s = session("/bidi/events", "/bidi/respond", {
+//     clientId: "alice",                      // optional: otherwise the server picks one
+//     onRequest: (req) => { ...; req.reply(result) or req.fail(code, message) },
+//     onCancel: (id, reason) => ...,
+//     onSession: ({client_id}) => ...,
+//     onState: (state) => ...,
+//   });
+export function session(eventsUrl, respondUrl, options = {}) {
+  const { onRequest = () => {}, onCancel = () => {}, onSession = () => {}, onReplaced = () => {} } = options;
+  const storageKey = options.storageKey ?? null;
+  let saved = null;
+  if (storageKey) {
+    try {
+      saved = JSON.parse(sessionStorage.getItem(storageKey) || "null");
+    } catch {
+      saved = null;
+    }
+  }
+  let clientId = saved?.client_id ?? options.clientId ?? null;
+  let token = saved?.token ?? null;
+  const seen = new Map(); // request id -> "open" | "answered" | "cancelled"
+
+  const url = () => {
+    let u = withParam(eventsUrl, "client_id", clientId);
+    u = withParam(u, "token", token);
+    return u;
+  };
+
+  async function post(message) {
+    const res = await fetch(respondUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify(message),
+    });
+    let body = null;
+    try {
+      body = await res.json();
+    } catch {
+      body = null;
+    }
+    return { ok: res.ok, status: res.status, body };
+  }
+
+  const stream = connect(url, {
+    ...options,
+    native: false,
+    on: {
+      ...(options.on || {}),
+      session: (data) => {
+        clientId = data.client_id;
+        token = data.token;
+        if (storageKey) sessionStorage.setItem(storageKey, JSON.stringify(data));
+        onSession(data);
+      },
+      request: (msg) => {
+        if (seen.has(msg.id)) return;
+        seen.set(msg.id, "open");
+        const finish = async (message) => {
+          if (seen.get(msg.id) !== "open") return { ok: false, status: 0, body: { detail: "already closed" } };
+          seen.set(msg.id, "answered");
+          return post(message);
+        };
+        onRequest({
+          ...msg,
+          reply: (result) => finish({ jsonrpc: "2.0", id: msg.id, result }),
+          fail: (code, message, data) =>
+            finish({ jsonrpc: "2.0", id: msg.id, error: data === undefined ? { code, message } : { code, message, data } }),
+        });
+      },
+      cancel: (data) => {
+        if (seen.get(data.id) === "open") seen.set(data.id, "cancelled");
+        onCancel(data.id, data.reason);
+      },
+      replaced: (data) => {
+        stream.close();
+        onReplaced(data);
+      },
+    },
+  });
+  return {
+    get clientId() {
+      return clientId;
+    },
+    get state() {
+      return stream.state;
+    },
+    close: () => stream.close(),
   };
 }

@@ -1,0 +1,111 @@
+"""``/bidi/``: two-way over SSE + POST. The server asks a connected client; the client answers.
+
+- ``GET /bidi/events?client_id=``: a client's session stream (``session``, ``request``, ``cancel``).
+- ``POST /bidi/respond``: a JSON-RPC response, ``Authorization: Bearer <session token>``.
+- ``POST /bidi/trigger`` ``{client_id, method, params, timeout_s}``: send a request to a client and
+  wait for its answer (404 unknown client, 504 timeout, 502 the client answered an error).
+- ``GET /bidi/clients``: who is connected.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.params import JSONBody
+from litestar.response import File, Stream
+
+from shared import jsonrpc
+from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient, bearer_token
+from shared.hub import Hub
+from shared.pages import static_router
+from shared.security import SECURITY_HEADERS, origin_guard
+
+__all__ = ["create_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+
+@get("/bidi/", include_in_schema=False)
+async def page() -> File:
+    return File(STATIC / "bidi.html", content_disposition_type="inline", media_type="text/html")
+
+
+@get("/bidi/events", media_type="text/event-stream")
+async def events(request: Request[Any, Any, Any], state: State) -> Stream:
+    """A client's session stream. Reconnect with ``?client_id=&token=`` (or a Bearer header)."""
+    correlator: Correlator = state.correlator
+    return correlator.stream(request)
+
+
+@post("/bidi/respond", status_code=200)
+async def respond(request: Request[Any, Any, Any], state: State) -> dict[str, str]:
+    """Answer a request: a JSON-RPC 2.0 response object, authorised by the session token."""
+    correlator: Correlator = state.correlator
+    try:
+        body = await request.json()
+    except Exception:
+        raise ValidationException("the body must be a JSON-RPC 2.0 response object") from None
+    rid = correlator.answer(bearer_token(request), body)
+    return {"id": rid, "status": "delivered"}
+
+
+@dataclass
+class TriggerBody:
+    client_id: str
+    method: str = "analyze"
+    params: Any = None
+    timeout_s: float = 30.0
+
+
+@post("/bidi/trigger", status_code=200)
+async def trigger(data: JSONBody[TriggerBody], state: State) -> dict[str, Any]:
+    """Send a request to a connected client and return its answer with the round-trip time."""
+    correlator: Correlator = state.correlator
+    if not data.method or len(data.method) > 100:
+        raise ValidationException("method must be 1-100 characters")
+    if not 0.1 <= data.timeout_s <= 600:
+        raise ValidationException("timeout_s must be between 0.1 and 600")
+    began = time.perf_counter()
+    try:
+        result = await correlator.request(data.client_id, data.method, data.params, timeout=data.timeout_s)
+    except UnknownClient as exc:
+        raise NotFoundException(str(exc)) from None
+    except RequestTimeout as exc:
+        raise HTTPException(status_code=504, detail=str(exc)) from None
+    except ClientGone as exc:
+        raise HTTPException(status_code=410, detail=str(exc)) from None
+    except RequestCancelled as exc:
+        raise HTTPException(status_code=409, detail=f"request cancelled: {exc}") from None
+    except jsonrpc.RemoteError as exc:
+        raise HTTPException(
+            status_code=502,
+            detail=f"the client answered with an error: {exc.message}",
+            extra={"code": exc.code, "message": exc.message, "data": exc.data},
+        ) from None
+    return {"client_id": data.client_id, "result": result, "rtt_ms": round((time.perf_counter() - began) * 1000, 2)}
+
+
+@get("/bidi/clients")
+async def clients(state: State) -> list[dict[str, Any]]:
+    correlator: Correlator = state.correlator
+    return correlator.sessions()
+
+
+def create_app(hub: Hub | None = None, *, grace: float = 30.0) -> Litestar:
+    hub = hub or Hub()
+    correlator = Correlator(hub, grace=grace)
+    return Litestar(
+        route_handlers=[page, events, respond, trigger, clients, static_router("/bidi", STATIC, name="bidi-static")],
+        state=State({"hub": hub, "correlator": correlator, "sse_hubs": [hub]}),
+        on_startup=[hub.start, correlator.start],
+        on_shutdown=[correlator.close, hub.close],
+        guards=[origin_guard],
+        response_headers=SECURITY_HEADERS,
+        openapi_config=None,
+    )
