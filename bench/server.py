@@ -1,0 +1,168 @@
+"""``python -m bench.server``: the real hub behind a tiny contract any load generator can drive.
+
+- ``GET /events``: events whose data is JSON ``{"seq": int, "t": float, "pad": "..."}`` (``seq``
+  counts per publish, ``t`` is the sender's ``time.time()``), with ids; resumable.
+- ``POST /publish`` ``{"n": int, "size": int}``: broadcast ``n`` events of about ``size`` bytes
+  as fast as it can (yielding to the loop between small batches, as a real publisher does).
+- ``GET /stats``: subscribers, RSS, CPU seconds of this process.
+
+``--impl hub`` (default) uses the same code path as the apps (hub, encoding, ``sse_response``).
+``--impl naive`` is the tutorial way: a queue per subscriber, ``json.dumps`` per subscriber, and
+Litestar's ``ServerSentEvent`` encoding every item — the baseline we compare against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+from litestar import Litestar, Request, get, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+from litestar.response import ServerSentEvent, Stream
+
+from shared.hub import Hub, HubSettings
+from shared.responses import last_event_id, sse_response
+from shared.server import serve
+
+TOPIC = "bench"
+BATCH = 64  # events published between yields to the loop
+
+
+@dataclass
+class PublishBody:
+    n: int
+    size: int = 200
+    rate: float | None = None  # events per second; None = as fast as it can
+
+
+async def _pace(i: int, began: float, rate: float | None) -> None:
+    if rate is None:
+        if i % BATCH == BATCH - 1:
+            await asyncio.sleep(0)
+        return
+    delay = began + (i + 1) / rate - time.monotonic()
+    await asyncio.sleep(max(0.0, delay))
+
+
+def _payload(seq: int, size: int) -> dict[str, Any]:
+    base = {"seq": seq, "t": time.time(), "pad": ""}
+    pad = max(0, size - len(json.dumps(base)))
+    base["pad"] = "x" * pad
+    return base
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.seq = 0
+
+
+def _stats(state: State) -> dict[str, Any]:
+    proc = psutil.Process(os.getpid())
+    cpu = proc.cpu_times()
+    return {
+        "subscribers": state.subscribers(),
+        "rss": proc.memory_info().rss,
+        "cpu_s": cpu.user + cpu.system,
+        "seq": state.counter.seq,
+    }
+
+
+@get("/stats")
+async def stats(state: State) -> dict[str, Any]:
+    return _stats(state)
+
+
+# -- ours --------------------------------------------------------------------------------------
+
+
+@get("/events", media_type="text/event-stream")
+async def hub_events(request: Request[Any, Any, Any], state: State) -> Stream:
+    return sse_response(state.hub, TOPIC, last_id=last_event_id(request))
+
+
+@post("/publish", status_code=200)
+async def hub_publish(data: JSONBody[PublishBody], state: State) -> dict[str, int]:
+    hub: Hub = state.hub
+    counter: Counter = state.counter
+    began = time.monotonic()
+    for i in range(data.n):
+        counter.seq += 1
+        await hub.publish_json(TOPIC, _payload(counter.seq, data.size), event="tick")
+        await _pace(i, began, data.rate)
+    return {"published": data.n, "seq": counter.seq}
+
+
+def create_hub_app(window: int = 8192) -> Litestar:
+    hub = Hub(settings=HubSettings(window=window))
+    state = State({"hub": hub, "counter": Counter(), "sse_hubs": [hub]})
+    state.subscribers = lambda: hub.stats()["subscribers"]
+    return Litestar(
+        [hub_events, hub_publish, stats],
+        state=state,
+        on_startup=[hub.start],
+        on_shutdown=[hub.close],
+        openapi_config=None,
+    )
+
+
+# -- the naive baseline ------------------------------------------------------------------------
+
+
+@get("/events", media_type="text/event-stream")
+async def naive_events(state: State) -> ServerSentEvent:
+    queues: set[asyncio.Queue[dict[str, Any]]] = state.queues
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queues.add(queue)
+
+    async def gen() -> AsyncIterator[dict[str, Any]]:
+        try:
+            while True:
+                item = await queue.get()
+                yield {"data": json.dumps(item), "id": str(item["seq"]), "event": "tick"}
+        finally:
+            queues.discard(queue)
+
+    return ServerSentEvent(gen())
+
+
+@post("/publish", status_code=200)
+async def naive_publish(data: JSONBody[PublishBody], state: State) -> dict[str, int]:
+    counter: Counter = state.counter
+    began = time.monotonic()
+    for i in range(data.n):
+        counter.seq += 1
+        item = _payload(counter.seq, data.size)
+        for queue in state.queues:
+            queue.put_nowait(item)
+        await _pace(i, began, data.rate)
+    return {"published": data.n, "seq": counter.seq}
+
+
+def create_naive_app() -> Litestar:
+    queues: set[asyncio.Queue[dict[str, Any]]] = set()
+    state = State({"queues": queues, "counter": Counter()})
+    state.subscribers = lambda: len(queues)
+    return Litestar([naive_events, naive_publish, stats], state=state, openapi_config=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench.server", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--impl", choices=["hub", "naive"], default="hub")
+    parser.add_argument("--window", type=int, default=8192, help="hub: how far a subscriber may lag (events)")
+    args = parser.parse_args()
+    app = create_hub_app(args.window) if args.impl == "hub" else create_naive_app()
+    serve(app, args.host, args.port, log_level="warning", backlog=8192)
+
+
+if __name__ == "__main__":
+    main()
