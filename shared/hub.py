@@ -45,6 +45,7 @@ class _Topic:
     """The shared log of one topic in this process, and the reader that fills it."""
 
     __slots__ = (
+        "_joined",
         "base",
         "chunks",
         "closed",
@@ -72,6 +73,22 @@ class _Topic:
         self.reader: asyncio.Task[None] | None = None
         self.closed = False
         self.last_append = time.monotonic()
+        self._joined: tuple[int, int, bytes, str | None] = (0, 0, b"", None)
+
+    def joined(self, start: int, end: int) -> tuple[bytes, str | None]:
+        """Entries ``start..end`` (absolute positions) as one bytes object, and the last id in them."""
+        c_start, c_end, data, last_id = self._joined
+        if c_start == start and c_end == end:
+            return data, last_id
+        lo, hi = start - self.base, end - self.base
+        data = self.chunks[lo] if hi - lo == 1 else b"".join(self.chunks[lo:hi])
+        last_id = None
+        for i in range(hi - 1, lo - 1, -1):
+            if self.ids[i] is not None:
+                last_id = self.ids[i]
+                break
+        self._joined = (start, end, data, last_id)
+        return data, last_id
 
     @property
     def end(self) -> int:
@@ -168,8 +185,17 @@ class Subscription:
                 self.ended_reason = "slow"
                 log.info("ending slow subscriber on %r (last id %r)", topic.name, self.last_id)
                 return
-            lo, hi = self.cursor - topic.base, topic.end - topic.base
+            start = self.cursor
+            lo, hi = start - topic.base, topic.end - topic.base
             self.cursor = topic.end
+            if self._after_key is None and start >= self._live_from:
+                # The common case: everything from the cursor on is for us, and subscribers at the
+                # same cursor share one joined bytes object (one join per wake-up, not per subscriber).
+                chunk, last_id = topic.joined(start, topic.end)
+                if last_id is not None:
+                    self.last_id = last_id
+                yield chunk
+                continue
             out: list[bytes] = []
             after_key = self._after_key
             for i in range(lo, hi):
