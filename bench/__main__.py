@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from bench.load import worker
+from bench.rpc import responder_worker, trigger_worker
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -37,7 +38,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def bench_server(impl: str) -> Iterator[str]:
+def bench_server(impl: str, ready_path: str = "/stats") -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.server", "--impl", impl, "--port", str(port)],
@@ -49,7 +50,7 @@ def bench_server(impl: str) -> Iterator[str]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                httpx.get(url + "/stats", timeout=1).raise_for_status()
+                httpx.get(url + ready_path, timeout=1).raise_for_status()
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline or proc.poll() is not None:
@@ -284,6 +285,40 @@ def reconnect_storm(clients_n: int, missed: int) -> dict[str, Any]:
     }
 
 
+def correlation(clients_n: int, seconds: float, concurrency: int, rate: float | None) -> dict[str, Any]:
+    """SSE request -> POST answer round trips through ``/bidi/trigger`` to ``clients_n`` clients."""
+    ctx = mp.get_context("fork")
+    ids = [f"bench{i}" for i in range(clients_n)]
+    with bench_server("bidi", "/bidi/clients") as url:
+        port = int(url.rsplit(":", 1)[1])
+        rpipe, rchild = ctx.Pipe()
+        responder = ctx.Process(target=responder_worker, args=(rchild, port, ids), daemon=True)
+        responder.start()
+        sessions = rpipe.recv()["sessions"]
+        tpipe, tchild = ctx.Pipe()
+        trig = ctx.Process(target=trigger_worker, args=(tchild, port, ids, concurrency, seconds, rate), daemon=True)
+        trig.start()
+        out = tpipe.recv()
+        rpipe.send("stop")
+        answered = rpipe.recv()
+        trig.join(10)
+        responder.join(10)
+    rtts = [x * 1000 for x in out["rtts"]]
+    return {
+        "scenario": "correlation",
+        "impl": "hub",
+        "clients": sessions,
+        "concurrency": concurrency,
+        "rate": rate,
+        "round_trips": len(rtts),
+        "errors": len(out["errors"]),
+        "round_trips_per_s": round(len(rtts) / out["seconds"]),
+        "p50_ms": round(pct(rtts, 50), 2),
+        "p99_ms": round(pct(rtts, 99), 2),
+        "answers_posted": answered["answered"],
+    }
+
+
 # -- reporting ----------------------------------------------------------------------------------
 
 
@@ -330,10 +365,12 @@ def main() -> int:
         plan_burst = [(100, 500)]  # checked event by event (strict) in quick mode
         plan_paced = [(200, 50.0, 2.0)]
         idle_n, storm = 200, (100, 50)
+        plan_rpc: list[tuple[int, float, int, float | None]] = [(20, 2.0, 16, None)]
     else:
         plan_burst = [(10, 20_000), (100, 5_000), (1_000, 1_000), (5_000, 200)]
         plan_paced = [(1_000, 20.0, 10.0), (1_000, 100.0, 10.0)]
         idle_n, storm = 2_000, (1_000, 100)
+        plan_rpc = [(100, 8.0, 128, None), (100, 8.0, 256, 1000.0)]
 
     bursts = []
     for subs, events in plan_burst:
@@ -349,7 +386,8 @@ def main() -> int:
             print(f"paced {impl:5} {rate:>5}/s p50={r['p50_ms']}ms p99={r['p99_ms']}ms lost={r['lost']}", flush=True)
     idle = [idle_cost(impl, idle_n) for impl in ("hub", "naive")]
     storm_row = reconnect_storm(*storm)
-    rows = bursts + pace + idle + [storm_row]
+    rpc = [correlation(*plan) for plan in plan_rpc]
+    rows = bursts + pace + idle + [storm_row] + rpc
 
     print()
     print(
@@ -397,6 +435,10 @@ def main() -> int:
     print(table(idle, ["impl", "connections", "rss_per_conn_kib", "cpu_per_connect_ms"]))
     print()
     print(table([storm_row], ["clients", "missed", "seconds", "lost", "order_errors", "server_cpu_s"]))
+    print()
+    print(
+        table(rpc, ["clients", "concurrency", "rate", "round_trips", "round_trips_per_s", "p50_ms", "p99_ms", "errors"])
+    )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -411,6 +453,8 @@ def main() -> int:
         chart(bursts, pace, args.out.with_suffix(".png"))
 
     failures = [r for r in rows if r["impl"] == "hub" and (r.get("lost") or r.get("order_errors"))]
+    # A trigger without an answer (unpaced runs have enough connections for every request).
+    failures += [r for r in rpc if r["rate"] is None and r["errors"]]
     if failures:
         print(f"FAIL: {len(failures)} run(s) of our hub lost or reordered events", file=sys.stderr)
         return 1

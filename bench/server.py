@@ -157,10 +157,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--impl", choices=["hub", "naive"], default="hub")
+    parser.add_argument("--impl", choices=["hub", "naive", "bidi"], default="hub")
     parser.add_argument("--window", type=int, default=8192, help="hub: how far a subscriber may lag (events)")
     args = parser.parse_args()
-    app = create_hub_app(args.window) if args.impl == "hub" else create_naive_app()
+    app: Any
+    if args.impl == "bidi":
+        from showcase import bidi  # the /bidi/ demo, as users run it
+
+        app = bidi.create_app()
+    else:
+        app = create_hub_app(args.window) if args.impl == "hub" else create_naive_app()
     serve(app, args.host, args.port, log_level="warning", backlog=8192)
 
 

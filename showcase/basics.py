@@ -85,7 +85,7 @@ async def events(
     state: State,
     count: FromQuery[int | None] = None,
     interval: FromQuery[float | None] = None,
-) -> Stream:  # type: ignore[type-arg]
+) -> Stream:
     """Live ticks (resumable), or with ``count`` a finite stream of ``count`` numbered events."""
     if count is None:
         return sse_response(state.hub, TOPIC, last_id=last_event_id(request))

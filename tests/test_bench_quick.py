@@ -23,7 +23,8 @@ def test_bench_quick_loses_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())["rows"]
     ours = [r for r in rows if r["impl"] == "hub"]
-    assert {r["scenario"] for r in ours} == {"burst", "paced", "idle", "reconnect_storm"}
+    assert {r["scenario"] for r in ours} == {"burst", "paced", "idle", "reconnect_storm", "correlation"}
     for row in ours:
         assert row.get("lost", 0) == 0, row
         assert row.get("order_errors", 0) == 0, row
+        assert row.get("errors", 0) == 0, row
