@@ -256,6 +256,9 @@ class Correlator:
                 result = await asyncio.wait_for(asyncio.shield(pending.future), timeout)
             except TimeoutError:
                 outcome = "timed out"
+                # Closed before the await below, so an answer arriving meanwhile gets 409, not
+                # "delivered" to a waiter that has already given up.
+                self._forget(pending, session, outcome)
                 await self._send_cancel(session, rid, "timeout")
                 raise RequestTimeout(f"client {client_id!r} did not answer {method!r} within {timeout:g}s") from None
             except RequestCancelled:
@@ -263,6 +266,7 @@ class Correlator:
                 raise
             except asyncio.CancelledError:
                 outcome = "cancelled"
+                self._forget(pending, session, outcome)
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._send_cancel(session, rid, "cancelled"))
                 raise
@@ -275,11 +279,16 @@ class Correlator:
             outcome = "answered"
             raise
         finally:
-            self._pending.pop(rid, None)
-            session.pending.pop(rid, None)
-            self._finished[rid] = (client_id, outcome)
-            while len(self._finished) > self._remember:
-                self._finished.popitem(last=False)
+            self._forget(pending, session, outcome)
+
+    def _forget(self, pending: _Pending, session: Session, outcome: Outcome) -> None:
+        """Close a request: out of the pending tables, into the bounded memory of finished ones."""
+        if self._pending.pop(pending.id, None) is None:
+            return  # already closed
+        session.pending.pop(pending.id, None)
+        self._finished[pending.id] = (pending.client_id, outcome)
+        while len(self._finished) > self._remember:
+            self._finished.popitem(last=False)
 
     async def notify(self, client_id: str, method: str, params: Any = None) -> None:
         """A request that needs no answer (no id). Dropped if the client is not connected."""
@@ -298,6 +307,7 @@ class Correlator:
         pending.future.set_exception(RequestCancelled(reason))
         session = self._sessions.get(pending.client_id)
         if session is not None:
+            self._forget(pending, session, "cancelled")  # an answer racing the cancel gets 409
             await self._send_cancel(session, request_id, reason)
         return True
 
@@ -352,6 +362,11 @@ class Correlator:
                 session.expiry.cancel()
         self._sessions.clear()
         await asyncio.sleep(0)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran: the server is shutting down."""
+        return self._closed
 
     def stats(self) -> dict[str, int]:
         return {"sessions": len(self._sessions), "pending": len(self._pending)}

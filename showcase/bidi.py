@@ -79,6 +79,8 @@ async def trigger(data: JSONBody[TriggerBody], state: State) -> dict[str, Any]:
     except RequestTimeout as exc:
         raise HTTPException(status_code=504, detail=str(exc)) from None
     except ClientGone as exc:
+        if correlator.closed:
+            raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": "1"}) from None
         raise HTTPException(status_code=410, detail=str(exc)) from None
     except RequestCancelled as exc:
         raise HTTPException(status_code=409, detail=f"request cancelled: {exc}") from None
@@ -102,7 +104,10 @@ def create_app(hub: Hub | None = None, *, grace: float = 30.0) -> Litestar:
     correlator = Correlator(hub, grace=grace)
     return Litestar(
         route_handlers=[page, events, respond, trigger, clients, static_router("/bidi", STATIC, name="bidi-static")],
-        state=State({"hub": hub, "correlator": correlator, "sse_hubs": [hub]}),
+        # The correlator is closed with the hubs, as soon as shutdown begins (shared.server closes
+        # everything in `sse_hubs` before uvicorn waits for open requests): a trigger still
+        # waiting then gets a clear 503 at once, not a 500 when uvicorn gives up waiting.
+        state=State({"hub": hub, "correlator": correlator, "sse_hubs": [hub, correlator]}),
         on_startup=[hub.start, correlator.start],
         on_shutdown=[correlator.close, hub.close],
         guards=[origin_guard],

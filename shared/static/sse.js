@@ -187,6 +187,12 @@ export function session(eventsUrl, respondUrl, options = {}) {
   let clientId = saved?.client_id ?? options.clientId ?? null;
   let token = saved?.token ?? null;
   const seen = new Map(); // request id -> "open" | "answered" | "cancelled"
+  const remember = (id, state) => {
+    seen.delete(id);
+    seen.set(id, state);
+    // Ids are only re-sent while pending, so a bounded memory is enough (a long-lived page).
+    while (seen.size > 1000) seen.delete(seen.keys().next().value);
+  };
 
   const url = () => {
     let u = withParam(eventsUrl, "client_id", clientId);
@@ -222,11 +228,17 @@ export function session(eventsUrl, respondUrl, options = {}) {
       },
       request: (msg) => {
         if (seen.has(msg.id)) return;
-        seen.set(msg.id, "open");
+        remember(msg.id, "open");
         const finish = async (message) => {
           if (seen.get(msg.id) !== "open") return { ok: false, status: 0, body: { detail: "already closed" } };
-          seen.set(msg.id, "answered");
-          return post(message);
+          remember(msg.id, "answered");
+          try {
+            return await post(message);
+          } catch (err) {
+            // Not delivered: forget the id, so the server's re-send after a reconnect shows it again.
+            seen.delete(msg.id);
+            return { ok: false, status: 0, body: { detail: `network error (${err.message}): not delivered` } };
+          }
         };
         onRequest({
           ...msg,
@@ -236,7 +248,7 @@ export function session(eventsUrl, respondUrl, options = {}) {
         });
       },
       cancel: (data) => {
-        if (seen.get(data.id) === "open") seen.set(data.id, "cancelled");
+        if (seen.get(data.id) === "open") remember(data.id, "cancelled");
         onCancel(data.id, data.reason);
       },
       replaced: (data) => {

@@ -1,0 +1,9 @@
+"""``python -m shared``: the ``sse`` command (listen, respond, trigger)."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
