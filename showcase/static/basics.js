@@ -23,6 +23,8 @@ function addLine(type, id, text, cls = "") {
 function setState(state) {
   $("state").dataset.state = state;
   $("state").textContent = state;
+  $("connect").disabled = stream !== null;
+  $("disconnect").disabled = stream === null;
 }
 
 function start() {
