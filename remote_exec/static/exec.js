@@ -1,0 +1,626 @@
+// exec.js: the /exec/ page. Start runs, list them, watch one (a pty run in xterm.js, a pipe run
+// as text with stderr marked), and drive it: input, EOF, signals, terminate, resize, share.
+//
+// Output arrives on GET /exec/runs/{id}/events (one EventSource, through sse.js); everything the
+// page does goes out as POSTs. Chunks are JSON {"text": ...} or {"b64": ...}, so bytes that are
+// not UTF-8 reach the terminal intact. User text is only ever put in the DOM with textContent.
+
+import { connect } from "./sse.js";
+import { Terminal } from "/exec/vendor/@xterm/xterm/lib/xterm.mjs";
+import { FitAddon } from "/exec/vendor/@xterm/addon-fit/lib/addon-fit.mjs";
+
+const $ = (id) => document.getElementById(id);
+const encoder = new TextEncoder();
+const MAX_PIPE_CHARS = 2_000_000; // what a pipe view keeps on screen; the raw link has it all
+
+let me = null; // {role, name, run_id}
+let policy = null;
+const runs = new Map(); // id -> run summary
+let listStream = null;
+let current = null; // the run on screen
+let term = null;
+let fit = null;
+
+// -- small helpers ------------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  let data = null;
+  try {
+    data = await res.json();
+  } catch {
+    data = null;
+  }
+  if (res.status === 401 && me && path !== "/exec/login") {
+    me = null;
+    showLogin("Your session ended: log in again.");
+  }
+  return { ok: res.ok, status: res.status, data };
+}
+
+function detail(r) {
+  return (r.data && r.data.detail) || `request failed (HTTP ${r.status})`;
+}
+
+function newId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+function bytesOf(chunk) {
+  if (chunk && typeof chunk.b64 === "string") return Uint8Array.from(atob(chunk.b64), (c) => c.charCodeAt(0));
+  return encoder.encode(chunk && typeof chunk.text === "string" ? chunk.text : "");
+}
+
+function fmtTime(t) {
+  return t ? new Date(t * 1000).toLocaleTimeString() : "";
+}
+
+function fmtDuration(s) {
+  if (s == null) return "";
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m} min ${Math.round(s % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+function exitText(r) {
+  switch (r.status) {
+    case "running": return "running";
+    case "exited": return `exit ${r.exit_code ?? r.code}`;
+    case "signalled": return `killed by SIG${r.signal}`;
+    case "timeout": return "timed out";
+    case "terminated": return "terminated";
+    case "failed": return "failed to start";
+    case "lost": return "lost (server restarted)";
+    default: return r.status || "";
+  }
+}
+
+// A shell-like split for the command box: quotes and backslashes, no expansion.
+function splitArgs(line) {
+  const out = [];
+  let cur = "";
+  let quote = null;
+  let has = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quote) {
+      if (c === quote) quote = null;
+      else if (c === "\\" && quote === '"' && i + 1 < line.length) cur += line[++i];
+      else cur += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      has = true;
+    } else if (c === "\\" && i + 1 < line.length) {
+      cur += line[++i];
+      has = true;
+    } else if (/\s/.test(c)) {
+      if (has) out.push(cur);
+      cur = "";
+      has = false;
+    } else {
+      cur += c;
+      has = true;
+    }
+  }
+  if (quote) throw new Error("unclosed quote in the command");
+  if (has) out.push(cur);
+  return out;
+}
+
+// -- xterm under a strict CSP ------------------------------------------------------------------------
+// xterm's DOM renderer writes <style> elements (colours, cell sizes) and, for 24-bit colours,
+// style="" attributes. This page's CSP has no 'unsafe-inline' for styles, so the browser ignores
+// both. CSSOM is not restricted, so we mirror each <style> into a constructed stylesheet and copy
+// style attributes through element.style.
+
+function adoptXtermStyles(root) {
+  const sheets = new Map(); // <style> element -> CSSStyleSheet
+  const ours = new WeakSet();
+  const sync = () => {
+    const present = new Set(root.querySelectorAll("style"));
+    for (const el of present) {
+      let entry = sheets.get(el);
+      if (!entry) {
+        entry = { sheet: new CSSStyleSheet(), text: null };
+        ours.add(entry.sheet);
+        sheets.set(el, entry);
+      }
+      if (entry.text !== el.textContent) {
+        entry.text = el.textContent;
+        entry.sheet.replaceSync(entry.text);
+      }
+    }
+    for (const el of [...sheets.keys()]) if (!present.has(el)) sheets.delete(el);
+    const others = document.adoptedStyleSheets.filter((s) => !ours.has(s));
+    document.adoptedStyleSheets = [...others, ...[...sheets.values()].map((e) => e.sheet)];
+  };
+  const copyInline = (el) => {
+    const value = el.getAttribute("style");
+    if (value && !el.style.length) el.style.cssText = value;
+  };
+  new MutationObserver((mutations) => {
+    let styles = false;
+    for (const m of mutations) {
+      const t = m.target;
+      if (t.nodeName === "STYLE" || (t.parentNode && t.parentNode.nodeName === "STYLE")) styles = true;
+      for (const n of m.addedNodes) {
+        if (n.nodeName === "STYLE") styles = true;
+        else if (n.nodeType === Node.ELEMENT_NODE) {
+          if (n.hasAttribute("style")) copyInline(n);
+          for (const c of n.querySelectorAll("[style]")) copyInline(c);
+        }
+      }
+    }
+    if (styles) sync();
+  }).observe(root, { childList: true, subtree: true, characterData: true });
+}
+
+function ensureTerminal() {
+  if (term) return term;
+  term = new Terminal({
+    cursorBlink: true,
+    fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+    fontSize: 13,
+    scrollback: 5000,
+    // The ANSI palette in the colours of base.css, readable on the dark background.
+    theme: {
+      background: "#0b0f14", foreground: "#e6edf3", cursor: "#4aa3ff", selectionBackground: "#2a4a6b",
+      black: "#484f58", red: "#f85149", green: "#3fb950", yellow: "#d29922",
+      blue: "#4aa3ff", magenta: "#bc8cff", cyan: "#39c5cf", white: "#b1bac4",
+      brightBlack: "#6e7681", brightRed: "#ff7b72", brightGreen: "#56d364", brightYellow: "#e3b341",
+      brightBlue: "#79c0ff", brightMagenta: "#d2a8ff", brightCyan: "#56d4dd", brightWhite: "#f0f6fc",
+    },
+  });
+  fit = new FitAddon();
+  term.loadAddon(fit);
+  adoptXtermStyles($("term"));
+  term.open($("term"));
+  term.onData((data) => typeKeys(data));
+  return term;
+}
+
+function proposeSize() {
+  ensureTerminal();
+  const run = $("run");
+  const box = $("term");
+  const wasHidden = [run.hidden, box.hidden];
+  run.hidden = false;
+  box.hidden = false;
+  const dims = fit.proposeDimensions();
+  [run.hidden, box.hidden] = wasHidden;
+  if (!dims || !Number.isFinite(dims.cols) || !Number.isFinite(dims.rows)) return { cols: 100, rows: 30 };
+  return { cols: Math.max(20, Math.min(500, dims.cols)), rows: Math.max(5, Math.min(200, dims.rows)) };
+}
+
+// -- login ---------------------------------------------------------------------------------------
+
+function showLogin(message = "") {
+  if (listStream) listStream.close();
+  if (current && current.stream) current.stream.close();
+  $("app").hidden = true;
+  $("login").hidden = false;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  $("login-error").textContent = message;
+  $("token").focus();
+}
+
+async function login(token, name) {
+  const r = await api("POST", "/exec/login", { token, name: name || null });
+  if (!r.ok) {
+    showLogin(r.status === 401 ? "That token is not valid (or has expired)." : detail(r));
+    return false;
+  }
+  return true;
+}
+
+async function boot() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token");
+  if (token) {
+    // The token came in the fragment (never sent to a server); swap it for the cookie, then
+    // drop it from the address bar and the history.
+    const run = params.get("run");
+    history.replaceState(null, "", location.pathname + (run ? `#run=${run}` : ""));
+    await login(token, null);
+  }
+  const r = await api("GET", "/exec/me");
+  if (!r.ok) {
+    if (!token || r.status !== 401) showLogin(r.status === 401 ? "" : detail(r));
+    return;
+  }
+  me = r.data;
+  await showApp();
+}
+
+async function showApp() {
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("logout").hidden = false;
+  $("who").textContent = me.role === "operator" ? `signed in as ${me.name}` : `${me.name} · read-only`;
+  const operator = me.role === "operator";
+  $("new-run").hidden = !operator;
+  $("readonly-note").hidden = operator;
+  if (operator) {
+    const p = await api("GET", "/exec/policy");
+    if (p.ok) {
+      policy = p.data;
+      $("cwd").placeholder = policy.default_cwd;
+      $("shell-label").hidden = !policy.shell;
+      const cmds = policy.commands === "any" ? "any command" : policy.commands.join(", ");
+      $("policy-note").textContent =
+        `Policy: ${cmds}; inside ${policy.cwd_roots.join(", ")}; ` +
+        `timeout ${fmtDuration(policy.default_timeout_s)} (max ${fmtDuration(policy.max_timeout_s)}).`;
+    }
+  }
+  await loadRuns();
+  if (!me.run_id) {
+    listStream = connect("/exec/events", {
+      on: { run: (run) => upsertRun(run) },
+      onOpen: () => loadRuns(),
+    });
+  }
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("run") || me.run_id;
+  if (wanted) openRun(wanted);
+}
+
+// -- the run list -------------------------------------------------------------------------------------
+
+async function loadRuns() {
+  const r = await api("GET", "/exec/runs");
+  if (!r.ok) return;
+  runs.clear();
+  for (const run of r.data.runs) runs.set(run.id, run);
+  renderRuns();
+}
+
+function upsertRun(run) {
+  runs.set(run.id, run);
+  renderRuns();
+}
+
+function renderRuns() {
+  const sorted = [...runs.values()].sort((a, b) => b.started_at - a.started_at);
+  const items = sorted.map((run) => {
+    const li = document.createElement("li");
+    li.dataset.id = run.id;
+    li.dataset.status = run.status;
+    li.tabIndex = 0;
+    if (current && current.id === run.id) li.classList.add("selected");
+    const cmd = document.createElement("div");
+    cmd.className = "cmd mono";
+    cmd.textContent = run.command;
+    cmd.title = run.command;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const parts = [
+      ["owner", run.owner],
+      ["started", fmtTime(run.started_at)],
+      ["time", run.status === "running" ? fmtDuration(Date.now() / 1000 - run.started_at) : fmtDuration(run.duration_s)],
+      ["exit", exitText(run)],
+    ];
+    for (const [cls, text] of parts) {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      meta.append(span);
+    }
+    li.append(cmd, meta);
+    li.addEventListener("click", () => openRun(run.id));
+    li.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter") openRun(run.id);
+    });
+    return li;
+  });
+  $("runs").replaceChildren(...items);
+  $("no-runs").hidden = items.length > 0;
+}
+
+setInterval(() => {
+  for (const li of $("runs").querySelectorAll('li[data-status="running"]')) {
+    const run = runs.get(li.dataset.id);
+    if (run) li.querySelector(".time").textContent = fmtDuration(Date.now() / 1000 - run.started_at);
+  }
+}, 1000);
+
+// -- one run ---------------------------------------------------------------------------------------------
+
+function closeRun() {
+  if (!current) return;
+  if (current.stream) current.stream.close();
+  current = null;
+}
+
+function setState(state, text) {
+  $("state").dataset.state = state;
+  $("state").textContent = text || state;
+}
+
+function openRun(id) {
+  closeRun();
+  current = { id, run: null, pty: false, decoders: {}, ended: false, keys: "", sending: false };
+  history.replaceState(null, "", `${location.pathname}#run=${id}`);
+  $("empty").hidden = true;
+  $("run").hidden = false;
+  $("out").replaceChildren();
+  $("notices").replaceChildren();
+  $("share-box").hidden = true;
+  $("action-error").textContent = "";
+  $("controls").hidden = true;
+  $("viewers").hidden = true;
+  $("raw-link").href = `/exec/runs/${encodeURIComponent(id)}/output`;
+  for (const li of $("runs").children) li.classList.toggle("selected", li.dataset.id === id);
+  const mine = current;
+  const only = (fn) => (data, ev) => {
+    if (current === mine) fn(data, ev);
+  };
+  mine.stream = connect(`/exec/runs/${encodeURIComponent(id)}/events`, {
+    on: {
+      run: only(onRunInfo),
+      stdout: only((d) => onChunk("stdout", d)),
+      stderr: only((d) => onChunk("stderr", d)),
+      input: only(onInput),
+      resize: only(onResize),
+      notice: only((d) => addNotice(d.text, "notice")),
+      truncated: only((d) => {
+        addNotice(d.message, "warn");
+        if (mine.pty) term.write(`\r\n\x1b[33m[${d.message}]\x1b[0m\r\n`);
+        else appendOut("note", `\n[${d.message}]\n`);
+      }),
+      viewers: only(onViewers),
+      exit: only(onExit),
+    },
+    onState: (s) => {
+      if (current === mine && !mine.ended) setState(s);
+    },
+    onReset: only(() => clearOutput()),
+  });
+}
+
+function clearOutput() {
+  current.decoders = {};
+  $("out").replaceChildren();
+  $("notices").replaceChildren();
+  if (current.pty) term.reset();
+}
+
+function onRunInfo(info) {
+  const run = info.run;
+  const first = current.run === null;
+  current.run = run;
+  if (!first) return; // a reconnect: the view already holds everything up to our last id
+  current.pty = run.pty;
+  $("run-title").textContent = run.command;
+  $("run-title").title = run.command;
+  $("run-meta").textContent = `${run.cwd} · ${run.owner} · ${run.pty ? "pty" : "pipes"}`;
+  $("legend").hidden = run.pty;
+  setRunStatus(run);
+  $("term").hidden = !run.pty;
+  $("out").hidden = run.pty;
+  if (run.pty) {
+    ensureTerminal();
+    term.reset();
+    term.options.disableStdin = me.role !== "operator";
+  }
+  const live = run.status === "running";
+  $("controls").hidden = !(me.role === "operator" && live);
+  if (me.role === "operator" && live && run.pty) setTimeout(fitToWindow, 50);
+}
+
+function setRunStatus(r) {
+  const el = $("run-status");
+  el.dataset.status = r.status;
+  let text = exitText(r);
+  if (r.status !== "running" && r.duration_s != null) text += ` after ${fmtDuration(r.duration_s)}`;
+  el.textContent = text;
+}
+
+function onChunk(kind, chunk) {
+  const bytes = bytesOf(chunk);
+  if (current.pty) {
+    term.write(bytes);
+    return;
+  }
+  const dec = current.decoders[kind] || (current.decoders[kind] = new TextDecoder("utf-8"));
+  appendOut(kind, dec.decode(bytes, { stream: true }));
+}
+
+function onInput(d) {
+  if (current.pty) return;
+  if (d.eof) appendOut("input eof", "⏎ EOF\n");
+  else appendOut("input", new TextDecoder().decode(bytesOf(d)));
+}
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)/g;
+
+function appendOut(cls, text) {
+  if (!text) return;
+  const out = $("out");
+  const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+  const plain = text.replace(ANSI, "");
+  const last = out.lastElementChild;
+  if (last && last.className === cls) last.append(plain);
+  else {
+    const span = document.createElement("span");
+    span.className = cls;
+    if (cls === "stderr") span.title = "stderr";
+    span.textContent = plain;
+    out.append(span);
+  }
+  current.shown = (current.shown || 0) + plain.length;
+  while (current.shown > MAX_PIPE_CHARS && out.firstElementChild) {
+    current.shown -= out.firstElementChild.textContent.length;
+    out.firstElementChild.remove();
+  }
+  if (atBottom) out.scrollTop = out.scrollHeight;
+}
+
+function onResize(size) {
+  if (!current.pty) return;
+  ensureTerminal();
+  term.resize(size.cols, size.rows);
+}
+
+function onViewers(d) {
+  $("viewers").hidden = false;
+  $("viewers").textContent = `${d.count} watching`;
+}
+
+function onExit(info) {
+  current.ended = true;
+  current.stream.close();
+  setState("closed", "ended");
+  $("viewers").hidden = true;
+  $("controls").hidden = true;
+  const run = { ...(current.run || {}), ...info, exit_code: info.code };
+  setRunStatus(run);
+  if (current.pty) {
+    term.options.disableStdin = true;
+    term.write("\x1b[?25l"); // no blinking cursor on a finished run
+  }
+  if (runs.has(current.id)) upsertRun({ ...runs.get(current.id), ...run, duration_s: info.duration_s });
+}
+
+function addNotice(text, cls) {
+  const li = document.createElement("li");
+  li.className = cls;
+  li.textContent = text;
+  $("notices").append(li);
+  if (!current.pty && cls === "notice") appendOut("note", `\n[${text}]\n`);
+}
+
+// -- driving a run -----------------------------------------------------------------------------------
+
+async function post(path, body) {
+  const r = await api("POST", path, body);
+  $("action-error").textContent = r.ok ? "" : detail(r);
+  return r;
+}
+
+function typeKeys(data) {
+  // Keystrokes from the terminal: sent in order, batched while a request is in flight.
+  if (!current || !current.pty || current.ended || me.role !== "operator") return;
+  current.keys += data;
+  if (!current.sending) flushKeys(current);
+}
+
+async function flushKeys(run) {
+  run.sending = true;
+  try {
+    while (run.keys && !run.ended) {
+      const data = run.keys;
+      run.keys = "";
+      const r = await post(`/exec/runs/${run.id}/input`, { data, input_id: newId() });
+      if (!r.ok) break;
+    }
+  } finally {
+    run.sending = false;
+  }
+}
+
+function fitToWindow() {
+  if (!current || !current.pty || current.ended || me.role !== "operator" || !fit) return;
+  const dims = fit.proposeDimensions();
+  if (!dims || !Number.isFinite(dims.cols)) return;
+  const cols = Math.max(20, Math.min(500, dims.cols));
+  const rows = Math.max(5, Math.min(200, dims.rows));
+  if (cols !== term.cols || rows !== term.rows) post(`/exec/runs/${current.id}/resize`, { cols, rows });
+}
+
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(fitToWindow, 200);
+});
+
+$("input-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if (!current) return;
+  const line = $("input-line").value + (current.pty ? "\r" : "\n");
+  const r = await post(`/exec/runs/${current.id}/input`, { data: line, input_id: newId() });
+  if (r.ok) $("input-line").value = "";
+});
+
+$("eof").addEventListener("click", () => {
+  if (current) post(`/exec/runs/${current.id}/input`, { eof: true, input_id: newId() });
+});
+
+for (const button of document.querySelectorAll("button.sig")) {
+  button.addEventListener("click", () => {
+    if (current) post(`/exec/runs/${current.id}/signal`, { signal: button.dataset.signal });
+  });
+}
+
+$("terminate").addEventListener("click", () => {
+  if (current) post(`/exec/runs/${current.id}/terminate`);
+});
+
+$("share").addEventListener("click", async () => {
+  if (!current) return;
+  const r = await post("/exec/tokens", { run_id: current.id, label: `run ${current.id}` });
+  if (!r.ok) return;
+  $("share-box").hidden = false;
+  $("share-url").value = location.origin + r.data.url;
+  $("share-url").select();
+});
+
+$("start-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("start-error").textContent = "";
+  const line = $("command").value.trim();
+  if (!line) return;
+  const body = { pty: $("pty").checked };
+  const cwd = $("cwd").value.trim();
+  if (cwd) body.cwd = cwd;
+  if (policy && policy.shell && $("use-shell").checked) body.command = line;
+  else {
+    try {
+      body.argv = splitArgs(line);
+    } catch (err) {
+      $("start-error").textContent = err.message;
+      return;
+    }
+  }
+  if (body.pty) Object.assign(body, proposeSize());
+  $("start").disabled = true;
+  try {
+    const r = await api("POST", "/exec/runs", body);
+    if (!r.ok) {
+      $("start-error").textContent = detail(r);
+      return;
+    }
+    upsertRun(r.data);
+    openRun(r.data.id);
+    if (body.pty) term.focus();
+  } finally {
+    $("start").disabled = false;
+  }
+});
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const ok = await login($("token").value.trim(), $("name").value.trim());
+  $("token").value = "";
+  if (ok) boot();
+});
+
+$("logout").addEventListener("click", async () => {
+  await api("POST", "/exec/logout");
+  closeRun();
+  me = null;
+  showLogin("Logged out.");
+});
+
+window.addEventListener("hashchange", () => {
+  // A login link opened in a tab that already shows the page.
+  if (new URLSearchParams(location.hash.slice(1)).has("token")) boot();
+});
+
+boot();

@@ -1,0 +1,105 @@
+"""A run's event stream, served straight from its log file.
+
+Every subscriber has its own read offset into the file: a late joiner starts at 0 and reads the
+whole history at its own pace, then follows live output; a reconnecting client sends
+``Last-Event-ID: o<offset>`` and continues at exactly that byte. Memory per subscriber is one
+read buffer, however far behind it is. The shared ``Hub`` carries the run *list* updates;
+run output does not go through it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from shared.backends.base import Backend
+from shared.encoding import encode, encode_comment, encode_json
+from shared.hub import Hub, HubSettings
+
+from .runlog import RunLog, encode_frames
+from .runner import Runner
+
+__all__ = ["ExecHub", "run_events"]
+
+READ_BYTES = 1 << 18
+HEARTBEAT_S = 15.0
+SHUTDOWN_RETRY_MS = 1000
+
+
+class ExecHub(Hub):
+    """The app's hub (run-list updates), which also ends the run streams on shutdown.
+
+    ``shared.server.Server`` closes the hubs in ``state.sse_hubs`` *before* uvicorn waits for open
+    responses; run streams are not hub subscriptions, so closing the hub has to end them too.
+    """
+
+    def __init__(self, runner: Runner, backend: Backend | None = None, settings: HubSettings | None = None) -> None:
+        super().__init__(backend, settings)
+        self.runner = runner
+        self.streams_closed = False
+
+    async def close(self) -> None:
+        self.streams_closed = True
+        self.runner.wake_all()
+        await super().close()
+
+
+async def run_events(
+    hub: ExecHub,
+    run_id: str,
+    *,
+    start: int,
+    reset: bool,
+    prelude: bytes,
+    heartbeat: float = HEARTBEAT_S,
+) -> AsyncIterator[bytes]:
+    """``retry`` + ``prelude``, the log from byte ``start``, then live frames until ``exit``."""
+    runner = hub.runner
+    live = runner.live.get(run_id)
+    reader = RunLog(runner.log_path(run_id))
+    if live is not None:
+        live.viewers += 1
+        live.pulse.fire()
+    try:
+        first = encode(retry=3000) + prelude
+        if reset:
+            # The id was not one of this run's frame boundaries: start over from the beginning.
+            first += encode_json({"reason": "unknown", "latest_id": None}, event="reset")
+        yield first
+        pos = start
+        shown_viewers = -1
+        while True:
+            seen = live.pulse.version if live is not None else 0
+            if hub.streams_closed:
+                yield encode(
+                    json.dumps({"reason": "server shutting down"}),
+                    event="shutdown",
+                    id=f"o{pos}",
+                    retry=SHUTDOWN_RETRY_MS,
+                )
+                return
+            reader.refresh()
+            frames = reader.read(pos, READ_BYTES)
+            out: list[bytes] = []
+            if frames:
+                out.append(encode_frames(frames))
+                pos = frames[-1].end
+            ended = bool(frames) and frames[-1].kind == b"x"  # the exit frame is always the last
+            if live is not None and not ended and live.viewers != shown_viewers:
+                shown_viewers = live.viewers
+                out.append(encode_json({"count": shown_viewers}, event="viewers"))
+            if out:
+                yield b"".join(out)
+            if ended:
+                return
+            if frames:
+                continue  # there may be more already
+            if live is None or live.finished:
+                return  # a log without an exit frame: nothing more will come
+            if not await live.pulse.wait(seen, heartbeat):
+                yield encode_comment("ping")
+    finally:
+        reader.close()
+        if live is not None:
+            live.viewers -= 1
+            live.pulse.fire()

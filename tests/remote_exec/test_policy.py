@@ -1,0 +1,128 @@
+"""The policy: parsing (typos are errors), and each check with the spelling tricks it must see through."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from remote_exec import Policy, PolicyError, PolicyRefusal
+from remote_exec.policy import DEFAULT_POLICY_FILE
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (work / "link").symlink_to(tmp_path / "outside")
+    (work / "inner-link").symlink_to(work / "sub")
+    return work
+
+
+def policy_for(root: Path, **sections: dict[str, object]) -> Policy:
+    raw: dict[str, dict[str, object]] = {"cwd": {"allow": [str(root)]}, "commands": {"allow": ["echo", "python3"]}}
+    raw.update(sections)
+    return Policy.from_dict(raw)
+
+
+def test_default_policy_loads_and_is_small() -> None:
+    policy = Policy.default()
+    assert policy.commands is not None
+    assert "echo" in policy.commands
+    for dangerous in ("sh", "bash", "python3", "env", "find", "xargs"):
+        assert dangerous not in policy.commands
+    assert policy.shell is False
+    assert policy.max_output_bytes > 0
+    assert DEFAULT_POLICY_FILE.name == "default_policy.toml"
+
+
+def test_dev_policy_loads() -> None:
+    policy = Policy.load(DEFAULT_POLICY_FILE.parent / "dev_policy.toml")
+    assert policy.commands is None
+    assert policy.shell is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[runs]\nmax_concurent = 3\n", "unknown key runs.max_concurent"),
+        ("[limitz]\n", "unknown section [limitz]"),
+        ('[commands]\nallow = "all"\n', 'or "any"'),
+        ('[runs]\nmax_concurrent = "3"\n', "wrong type"),
+        ("[runs]\nmax_concurrent = 0\n", "at least 1"),
+        ("[runs]\ndefault_timeout_s = 10\nmax_timeout_s = 5\n", "default_timeout_s"),
+        ('[commands]\nallow = ["bin/sh"]\n', "bare name or an absolute path"),
+        ("not toml", "not valid TOML"),
+    ],
+)
+def test_bad_policy_files_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Policy.from_toml(text)
+
+
+def test_commands_allowlist(root: Path) -> None:
+    policy = policy_for(root)
+    assert policy.resolve_command(["echo", "hi"], {"PATH": os.defpath}).endswith("/echo")
+    with pytest.raises(PolicyRefusal, match="'rm' is not allowed by the policy"):
+        policy.resolve_command(["rm", "-rf", "/"], {"PATH": os.defpath})
+    with pytest.raises(PolicyRefusal):
+        policy.resolve_command(["/bin/echo"], {"PATH": os.defpath})  # a path is not the name
+    with pytest.raises(ValueError, match="non-empty"):
+        policy.resolve_command([], {})
+    anything = policy_for(root, commands={"allow": "any"})
+    with pytest.raises(ValueError, match="not found on the PATH"):
+        anything.resolve_command(["no-such-command-xyz"], {"PATH": os.defpath})
+
+
+def test_shell_only_when_allowed(root: Path) -> None:
+    with pytest.raises(PolicyRefusal, match="shell line"):
+        policy_for(root).shell_argv("echo hi")
+    assert policy_for(root, commands={"allow": ["echo"], "shell": True}).shell_argv("echo hi") == [
+        "/bin/sh",
+        "-c",
+        "echo hi",
+    ]
+
+
+@pytest.mark.parametrize("cwd", ["/etc", "..", "../outside", "sub/../../outside", "link", "link/.", "/"])
+def test_cwd_outside_the_roots_is_refused_however_spelled(root: Path, cwd: str) -> None:
+    with pytest.raises(PolicyRefusal, match="outside the allowed directories"):
+        policy_for(root).resolve_cwd(cwd)
+
+
+def test_cwd_inside_resolves_to_the_real_path(root: Path) -> None:
+    policy = policy_for(root)
+    assert policy.resolve_cwd(None) == root.resolve()
+    assert policy.resolve_cwd("sub") == (root / "sub").resolve()
+    assert policy.resolve_cwd("inner-link") == (root / "sub").resolve()
+    assert policy.resolve_cwd(str(root / "sub" / "..")) == root.resolve()
+    with pytest.raises(ValueError, match="does not exist"):
+        policy.resolve_cwd("missing")
+
+
+def test_environment_pass_and_request(root: Path) -> None:
+    policy = policy_for(root, env={"pass": ["PATH", "LC_*"], "request": ["GREETING"]})
+    base = {"PATH": "/bin", "LC_ALL": "C", "AWS_SECRET": "x"}
+    env = policy.build_env({"GREETING": "hi"}, base)
+    assert env == {"PATH": "/bin", "LC_ALL": "C", "GREETING": "hi"}
+    with pytest.raises(PolicyRefusal, match="LD_PRELOAD"):
+        policy.build_env({"LD_PRELOAD": "/tmp/evil.so"}, base)
+    with pytest.raises(ValueError):
+        policy.build_env({"A=B": "x"}, base)
+
+
+def test_timeouts(root: Path) -> None:
+    policy = policy_for(root, runs={"default_timeout_s": 5, "max_timeout_s": 10})
+    assert policy.timeout(None) == 5
+    assert policy.timeout(2.5) == 2.5
+    with pytest.raises(PolicyRefusal, match="exceeds the policy's max_timeout_s"):
+        policy.timeout(11)
+    with pytest.raises(ValueError):
+        policy.timeout(0)
+
+
+def test_rlimits_only_those_set(root: Path) -> None:
+    policy = policy_for(root, limits={"cpu_seconds": 5, "memory_bytes": 0, "open_files": 64})
+    assert policy.rlimits() == {"cpu": 5, "nofile": 64}
