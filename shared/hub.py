@@ -343,18 +343,37 @@ class Hub:
 
     async def _read(self, t: _Topic, after: str | None) -> None:
         backend, window = self.backend, self.settings.window
-        try:
-            async for batch in backend.listen(t.name, after):
-                for entry in batch:
-                    key = backend.order_key(entry.id) if entry.id is not None else None
-                    t.append(_encode_entry(entry), entry.id, key, window)
+        for _ in range(100):  # bounded: a backend that keeps losing events gets its streams ended
+            try:
+                async for batch in backend.listen(t.name, after):
+                    for entry in batch:
+                        key = backend.order_key(entry.id) if entry.id is not None else None
+                        t.append(_encode_entry(entry), entry.id, key, window)
+                        if entry.id is not None:
+                            after = entry.id
+                    t.wake()
+                return
+            except asyncio.CancelledError:
+                raise
+            except UnknownEventId as exc:
+                # The backend lost events this process had not read yet (Redis trimmed them while
+                # it was unreachable): every subscriber gets one reset, then live events.
+                log.warning("topic %r: events after %r are gone (%s); sending reset", t.name, exc.event_id, exc.reason)
+                try:
+                    after = await backend.latest_id(t.name)
+                except Exception:
+                    break
+                reset = encode_json({"reason": exc.reason, "latest_id": after}, event="reset", id=after)
+                t.append(reset, after, backend.order_key(after) if after else None, window)
                 t.wake()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("reader for topic %r failed; ending its streams so clients resume", t.name)
-            t.closed = True
-            t.wake()
+            except Exception:
+                log.exception("reader for topic %r failed; ending its streams so clients resume", t.name)
+                break
+        # Its streams end (clients resume by Last-Event-ID); the next subscriber starts a new reader.
+        if self._topics.get(t.name) is t:
+            del self._topics[t.name]
+        t.closed = True
+        t.wake()
 
     async def _heartbeats(self) -> None:
         interval = self.settings.heartbeat

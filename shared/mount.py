@@ -23,6 +23,9 @@ class Mounts:
         self._apps = sorted(apps.items(), key=lambda kv: -len(kv[0]))
         self._fallback = fallback
 
+    def app_at(self, prefix: str) -> Litestar | None:
+        return next((app for p, app in self._apps if p == prefix), None)
+
     def mounted_apps(self) -> list[Litestar]:
         return [app for _, app in self._apps] + [self._fallback]
 

@@ -12,6 +12,7 @@ from litestar import Request
 from litestar.exceptions import ServiceUnavailableException
 from litestar.response import Stream
 
+from .backends.base import BackendUnavailable
 from .encoding import encode
 from .hub import Hub, Subscription
 
@@ -85,6 +86,9 @@ async def _body(
                 yield hub.shutdown_event(sub.last_id)
             elif farewell is not None and (last := farewell(sub)):
                 yield last
+    except BackendUnavailable:
+        # The headers are sent already, so no 503 now: tell the client to come back in a second.
+        yield encode(retry=1000, comment="event store unavailable; reconnect shortly")
     finally:
         if on_close is not None:
             await on_close()

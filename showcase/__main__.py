@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import remote_exec
 from shared.server import base_parser, run_from_args
 
-from .app import create_app
+from .app import Settings, create_app, login_lines
 
 
 def main() -> None:
     parser = base_parser("showcase", "Serve every app and demo of the project from one process.")
     parser.add_argument("--backend", default=None, help="hub backend URL (default: memory://)")
+    parser.add_argument(
+        "--exec-token", default=None, help=f"remote exec operator token (default: ${remote_exec.TOKEN_ENV} or random)"
+    )
+    parser.add_argument(
+        "--exec-policy",
+        type=Path,
+        default=None,
+        help="remote exec policy (TOML); default: a small read-only allowlist. "
+        "remote_exec/dev_policy.toml allows any command (for the REPL demo).",
+    )
     args = parser.parse_args()
-    app = create_app(args.data_dir, args.backend)
-    run_from_args(app, args, [f"Serving all apps on http://{args.host}:{args.port}/"])
+    try:
+        policy = remote_exec.Policy.load(args.exec_policy) if args.exec_policy else remote_exec.Policy.default()
+    except remote_exec.PolicyError as exc:
+        sys.exit(f"showcase: bad exec policy: {exc}")
+    settings = Settings(
+        data_dir=args.data_dir,
+        backend_url=args.backend,
+        exec_token=remote_exec.token_from_env(args.exec_token),
+        exec_policy=policy,
+    )
+    app = create_app(settings)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    run_from_args(app, args, login_lines(app, f"http://{host}:{args.port}"))
 
 
 if __name__ == "__main__":

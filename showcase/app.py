@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from litestar import Litestar, get
 from litestar.response import File
 
+import remote_exec
 from shared.backends import from_url
 from shared.hub import Hub
 from shared.mount import Mounts
@@ -15,7 +17,7 @@ from shared.security import SECURITY_HEADERS
 
 from . import basics, bidi
 
-__all__ = ["create_app"]
+__all__ = ["Settings", "create_app", "login_lines"]
 
 STATIC = Path(__file__).parent / "static"
 
@@ -33,11 +35,30 @@ def create_index_app() -> Litestar:
     )
 
 
-def create_app(data_dir: Path = Path(".data"), backend_url: str | None = None) -> Mounts:
+@dataclass
+class Settings:
+    data_dir: Path = Path(".data")
+    backend_url: str | None = None
+    exec_token: str | None = None
+    exec_policy: remote_exec.Policy = field(default_factory=remote_exec.Policy.default)
+
+
+def create_app(settings: Settings | None = None) -> Mounts:
     """All apps on one ASGI callable. Each keeps its own hub, database files and lifespan."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    s = settings or Settings()
+    s.data_dir.mkdir(parents=True, exist_ok=True)
     apps: dict[str, Litestar] = {
-        "/basics": basics.create_app(Hub(from_url(backend_url))),
-        "/bidi": bidi.create_app(Hub(from_url(backend_url))),
+        "/basics": basics.create_app(Hub(from_url(s.backend_url))),
+        "/bidi": bidi.create_app(Hub(from_url(s.backend_url))),
+        "/exec": remote_exec.create_app(s.data_dir, token=s.exec_token, policy=s.exec_policy),
     }
     return Mounts(apps, fallback=create_index_app())
+
+
+def login_lines(app: Mounts, base_url: str) -> list[str]:
+    """What to print at start: where everything is, and how to sign in to the guarded apps."""
+    lines = [f"Serving all apps on {base_url}/"]
+    exec_app = app.app_at("/exec")
+    if exec_app is not None:
+        lines += remote_exec.login_lines(exec_app, base_url)
+    return lines

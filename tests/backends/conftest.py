@@ -1,0 +1,73 @@
+"""The ``store`` fixture: one contract suite, run against every backend.
+
+A store is where topics live; ``store.instance()`` is one app instance's backend on it. For
+``memory`` every instance is the same object (one process stands in for the cluster); for
+``redis`` each instance is its own ``RedisBackend`` (own reader, own pool) on one throwaway
+``redis-server`` started by the ``redis_server`` fixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from shared.backends import Backend, MemoryBackend
+from shared.backends.redis import RedisBackend, parse_stream_id
+from tests.rig import RedisServer
+
+SMALL = 5  # default retention: small, so eviction is easy to reach
+
+
+@dataclass
+class Store:
+    kind: str
+    _make: Callable[[int], Backend]
+    made: list[Backend] = field(default_factory=list)
+
+    def instance(self, retention: int = SMALL) -> Backend:
+        """The backend of one more app instance on this store, keeping ``retention`` events per topic."""
+        backend = self._make(retention)
+        self.made.append(backend)
+        return backend
+
+    def future_id(self, latest: str) -> str:
+        """A well-formed id past ``latest``: what a client of a wiped server might send."""
+        if self.kind == "memory":
+            epoch, _, seq = latest.partition("-")
+            return f"{epoch}-{int(seq) + 100}"
+        ms, _ = parse_stream_id(latest)
+        return f"{ms + 100_000}-0"
+
+    def foreign_id(self, stored: str) -> str:
+        """Well-formed, not from the future, yet never handed out by this store."""
+        if self.kind == "memory":
+            epoch, _, _ = stored.partition("-")
+            other = "".join("a" if c != "a" else "b" for c in epoch)
+            return f"{other}-1"
+        ms, seq = parse_stream_id(stored)
+        return f"{ms}-{seq + 1}"  # callers make sure the next entry has a later millisecond
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        memory: dict[int, MemoryBackend] = {}
+
+        def make_memory(retention: int) -> Backend:
+            if retention not in memory:
+                memory[retention] = MemoryBackend(max_events=retention)
+            return memory[retention]
+
+        s = Store("memory", make_memory)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+
+        def make_redis(retention: int) -> Backend:
+            return RedisBackend.from_url(f"{server.url}?maxlen={retention}&trim=exact&prefix=test:")
+
+        s = Store("redis", make_redis)
+    yield s
+    for backend in s.made:
+        await backend.close()

@@ -1,0 +1,255 @@
+"""What only the Redis backend has: URL options, outages, lost data, gaps, connection counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from shared import Hub
+from shared.backends import BackendUnavailable, UnknownEventId, from_url
+from shared.backends.redis import _APPEND, RedisBackend, parse_stream_id
+from tests.rig import RedisServer
+
+from .helpers import Listening, Subscriber
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A plain client for looking inside Redis (and for breaking things)."""
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def backend_for(server: RedisServer, query: str = "maxlen=1000") -> RedisBackend:
+    backend = from_url(f"{server.url}?{query}")
+    assert isinstance(backend, RedisBackend)
+    return backend
+
+
+# -- configuration (no server needed) -------------------------------------------------------------
+
+
+def test_url_options() -> None:
+    b = from_url("redis://127.0.0.1:6390/2?maxlen=500&prefix=app:&trim=exact&socket_timeout=0.25")
+    assert isinstance(b, RedisBackend)
+    assert (b.maxlen, b.trim_slack, b.prefix) == (500, 0, "app:")
+    assert b.stream_key("chat:1") == "app:stream:chat:1"
+    assert b.ephemeral_key("chat:1") == "app:ephemeral:chat:1"
+    default = RedisBackend.from_url("redis://127.0.0.1:6390")
+    assert (default.maxlen, default.trim_slack, default.prefix) == (10_000, 100, "sse:")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h/0?maxlen=lots", "maxlen"),
+        ("redis://h/0?maxlen=0", "maxlen"),
+        ("redis://h/0?trim=sometimes", "trim"),
+        ("redis://h/0?ephemeral_maxlen=-1", "ephemeral_maxlen"),
+        ("http://h/0", "not a Redis URL"),
+    ],
+)
+def test_bad_url_options_are_refused_with_a_reason(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RedisBackend.from_url(url)
+
+
+def test_order_key_is_the_stream_id() -> None:
+    b = RedisBackend.from_url("redis://127.0.0.1:6390")
+    assert b.order_key("1700000000000-0") == (1700000000000, 0)
+    assert b.order_key("1700000000000-12") < b.order_key("1700000000001-0")
+    for bad in ("1-", "-1", " 1-1", "1-1 ", "\u0661-\u0661", f"{2**64}-0", "1-2-3", "x" * 100):
+        with pytest.raises(ValueError):
+            parse_stream_id(bad)
+
+
+# -- against a real redis-server ------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_ids_from_a_wiped_redis_are_unknown_then_foreign(redis_server: RedisServer) -> None:
+    """The test server keeps nothing on disk: a restart loses every stream."""
+    b = backend_for(redis_server)
+    await b.start()
+    try:
+        old = str((await b.append("t", "before")).id)
+        # In threads: the event loop keeps running through the outage, as it would in a server.
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.to_thread(redis_server.start)
+        with pytest.raises(UnknownEventId) as info:
+            await b.read_after("t", old, 10)
+        assert info.value.reason == "unknown"  # no such stream now
+        new = await b.append("t", "after")  # the pool replaces its dead connections by itself
+        with pytest.raises(UnknownEventId) as info:
+            await b.read_after("t", old, 10)
+        assert info.value.reason == "foreign"  # in range, but never an entry of this stream
+        assert await b.read_after("t", str(new.id), 10) == []
+    finally:
+        await b.close()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_outage_fails_publishes_fast_and_listeners_resume(redis_server: RedisServer) -> None:
+    async with Hub(backend_for(redis_server)) as hub:
+        sub = await Subscriber(hub, "t").started()
+        await hub.publish("t", "before")
+        await sub.until(1)
+
+        await asyncio.to_thread(redis_server.stop)
+        down = time.monotonic()
+        failures: list[float] = []
+        while time.monotonic() - down < 2.0:
+            began = time.monotonic()
+            with pytest.raises(BackendUnavailable):
+                await hub.publish("t", "during")
+            failures.append(time.monotonic() - began)
+            await asyncio.sleep(0.2)
+        with pytest.raises(BackendUnavailable):
+            await hub.backend.latest_id("t")
+
+        await asyncio.to_thread(redis_server.start)
+        up = time.monotonic()
+        ids = [await hub.publish("t", f"after{i}") for i in range(5)]  # accepted at once
+        got = await sub.until(6, timeout=15)
+        caught_up = time.monotonic() - up
+        assert [d for _, _, d in got] == ["before"] + [f"after{i}" for i in range(5)]  # none lost, none "during"
+        assert [i for _, i, _ in got[1:]] == ids
+        print(
+            f"\noutage: {len(failures)} publishes refused, slowest {max(failures) * 1000:.1f} ms;"
+            f" subscriber caught up {caught_up:.2f} s after Redis came back"
+        )
+        assert max(failures) < 1.0
+        await sub.stop()
+
+
+async def _reader_id(admin: Redis) -> int:
+    readers = [c for c in await admin.client_list() if c.get("name") == "sse-hub-reader"]
+    assert len(readers) == 1, readers
+    return int(readers[0]["id"])
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("disconnect", [True, False], ids=["while-disconnected", "while-behind"])
+async def test_a_gap_past_retention_is_reported_not_skipped(
+    redis_server: RedisServer, admin: Redis, disconnect: bool
+) -> None:
+    """More than ``maxlen`` events land while the reader is away (or before it reads them):
+    ``listen`` raises ``UnknownEventId("evicted")`` instead of silently jumping ahead."""
+    b = backend_for(redis_server, "maxlen=5&trim=exact")
+    await b.start()
+    try:
+        ids = [str((await b.append("t", f"m{i}")).id) for i in range(2)]
+        async with Listening(b, "t", None) as lis:
+            await lis.until(2)
+            reader = await _reader_id(admin)
+            async with admin.pipeline(transaction=True) as pipe:  # atomically: the reader cannot slip in
+                if disconnect:
+                    pipe.execute_command("CLIENT", "KILL", "ID", reader)
+                for i in range(10):
+                    pipe.eval(_APPEND, 1, b.stream_key("t"), 5, 0, f"burst{i}")
+                await pipe.execute()
+            error = await lis.ended()
+            assert isinstance(error, UnknownEventId)
+            assert (error.reason, error.event_id) == ("evicted", ids[-1])
+            assert [e.data for e in lis.entries] == ["m0", "m1"]
+    finally:
+        await b.close()
+
+
+@pytest.mark.redis
+async def test_connections_do_not_grow_with_subscribers(redis_server: RedisServer, admin: Redis) -> None:
+    topics = [f"topic{i}" for i in range(5)]
+    async with Hub(backend_for(redis_server)) as hub:
+        subs = [await Subscriber(hub, topics[i % 5]).started() for i in range(200)]
+        for n in range(3):  # one publisher at a time
+            for t in topics:
+                await hub.publish(t, f"seq{n}")
+        sequential = len(await admin.client_list()) - 1  # minus this admin connection
+        await asyncio.gather(*(hub.publish(t, f"burst{n}") for n in range(20) for t in topics))
+        for s in subs:
+            assert len(await s.until(23)) == 23
+        clients = [c for c in await admin.client_list() if c.get("name", "").startswith("sse-hub")]
+        total = len(await admin.client_list()) - 1
+        print(f"\n200 subscribers on 5 topics: {sequential} Redis connections, {total} after 100 concurrent publishes")
+        assert [c["name"] for c in clients].count("sse-hub-reader") == 1  # one reader for all 5 topics
+        assert sequential <= 1 + 10
+        assert total == len(clients) <= 1 + 10  # the reader + the pool's bound
+        for s in subs:
+            await s.stop()
+
+
+@pytest.mark.redis
+async def test_ephemeral_events_expire_and_do_not_count_against_retention(
+    redis_server: RedisServer, admin: Redis
+) -> None:
+    b = backend_for(redis_server, "maxlen=3&trim=exact")
+    await b.start()
+    try:
+        kept = [await b.append("t", f"m{i}") for i in range(3)]
+        for _ in range(10):
+            await b.append("t", "cursor moved", event="presence", ephemeral=True)
+        assert await b.read_after("t", str(kept[0].id), 10) == kept[1:]
+        assert 0 < await admin.pttl(b.ephemeral_key("t")) <= 60_000
+        assert await admin.xlen(b.stream_key("t")) == 3
+    finally:
+        await b.close()
+
+
+@pytest.mark.redis
+async def test_a_gap_reaches_hub_subscribers_as_a_reset(redis_server: RedisServer, admin: Redis) -> None:
+    """The hub learns of a gap: its subscribers get a ``reset`` (inline, or when they resume
+    after their stream ends), never a silent jump over lost events."""
+    b = backend_for(redis_server, "maxlen=5&trim=exact")
+    async with Hub(b) as hub:
+        sub = await Subscriber(hub, "t").started()
+        await hub.publish("t", "m0")
+        await sub.until(1)
+        reader = await _reader_id(admin)
+        async with admin.pipeline(transaction=True) as pipe:
+            pipe.execute_command("CLIENT", "KILL", "ID", reader)
+            for i in range(10):
+                pipe.eval(_APPEND, 1, b.stream_key("t"), 5, 0, f"burst{i}")
+            latest = (await pipe.execute())[-1]
+        deadline = time.monotonic() + 10
+        while not sub.task.done() and not any(e == "reset" for e, _, _ in sub.events):
+            assert time.monotonic() < deadline, sub.events
+            await asyncio.sleep(0.02)
+        events = sub.events[1:]
+        if not events:  # the stream ended: the client resumes from its last id, as EventSource does
+            resumed = await Subscriber(hub, "t", last_id=sub.events[-1][1]).started()
+            events = await resumed.until(1)
+            await resumed.stop()
+        assert events[0][0] == "reset"
+        assert json.loads(events[0][2]) == {"reason": "evicted", "latest_id": latest}
+        assert not any(d.startswith("burst") for _, _, d in events[:1])
+        await sub.stop()
+
+
+@pytest.mark.redis
+async def test_cancel_and_close_are_prompt_even_while_connecting(redis_server: RedisServer) -> None:
+    """A listen() cancelled at any moment ends (redis-py 8.1 can swallow a cancel that lands
+    while it opens a connection), and close() does not wait for a blocking XREAD."""
+    for delay in [0.0, 0.0005, 0.001, 0.002, 0.004] * 3:
+        b = backend_for(redis_server)  # fresh: its first commands open connections
+        lis = Listening(b, "t", None)
+        await asyncio.sleep(delay)
+        lis.task.cancel()
+        await asyncio.wait_for(asyncio.gather(lis.task, return_exceptions=True), 2)
+        await asyncio.wait_for(b.close(), 3)
+    b = backend_for(redis_server)
+    await b.start()
+    await b.append("t", "x")
+    async with Listening(b, "t", None) as lis:
+        await lis.until(1)
+        await asyncio.sleep(0.1)  # the reader now blocks in XREAD for up to 10 s
+        began = time.monotonic()
+        await b.close()
+        assert time.monotonic() - began < 2.0
+        assert await lis.ended(timeout=2) is None
