@@ -156,12 +156,14 @@ def _authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return principal
 
 
-def viewer_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Any valid token (operator or viewer); a run-limited viewer only reaches its run."""
+async def viewer_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Any valid token (operator or viewer); a run-limited viewer only reaches its run.
+
+    Guards are async: Litestar runs sync guards in a worker thread, per request."""
     _authenticate(connection)
 
 
-def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     principal = _authenticate(connection)
     if not principal.is_operator:
         raise PermissionDeniedException(

@@ -62,6 +62,10 @@ def check_origin(request: Request | ASGIConnection) -> None:  # type: ignore[typ
         raise PermissionDeniedException(f"cross-origin request refused: Origin {origin!r} does not match host {host!r}")
 
 
-def origin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """Litestar guard form of :func:`check_origin`; put it on an app or router."""
+async def origin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Litestar guard form of :func:`check_origin`; put it on an app or router.
+
+    Async on purpose: Litestar runs a sync guard in a worker thread, which cost a third of the
+    server's CPU per request in the correlation benchmark.
+    """
     check_origin(connection)
