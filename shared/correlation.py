@@ -108,6 +108,7 @@ class Correlator:
         default_timeout: float = 30.0,
         max_timeout: float = 600.0,
         max_pending_per_client: int = 100,
+        max_sessions: int = 10_000,
         remember: int = 10_000,
     ) -> None:
         self.hub = hub
@@ -115,6 +116,7 @@ class Correlator:
         self.default_timeout = default_timeout
         self.max_timeout = max_timeout
         self.max_pending_per_client = max_pending_per_client
+        self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
         self._pending: dict[str, _Pending] = {}
         # Finished request ids -> (client id, outcome), so a late or second answer gets 409, not 404.
@@ -137,6 +139,10 @@ class Correlator:
             for s in self._sessions.values()
         ]
 
+    def has_session(self, client_id: str) -> bool:
+        """Whether ``client_id`` is connected or briefly away (requests to it will be delivered)."""
+        return client_id in self._sessions
+
     def open_session(self, client_id: str | None, token: str | None) -> Session:
         """Claim ``client_id`` (new, or taken over with its token); ``None`` picks a fresh id."""
         if self._closed:
@@ -148,6 +154,13 @@ class Correlator:
         cid = client_id or uuid.uuid4().hex[:12]
         session = self._sessions.get(cid)
         if session is None:
+            if len(self._sessions) >= self.max_sessions:
+                # Each session is kept for the grace period; a cap keeps a flood from eating memory.
+                raise HTTPException(
+                    status_code=429,
+                    detail=f"too many client sessions ({self.max_sessions}); retry later",
+                    headers={"Retry-After": str(max(1, int(self.grace)))},
+                )
             session = self._sessions[cid] = Session(cid, secrets.token_urlsafe(24))
             self._schedule_expiry(session)  # forgotten unless its stream opens within the grace period
             return session

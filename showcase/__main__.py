@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,11 @@ def main() -> None:
         help="remote exec policy (TOML); default: a small read-only allowlist. "
         "remote_exec/dev_policy.toml allows any command (for the REPL demo).",
     )
+    parser.add_argument(
+        "--dashboard-token",
+        default=os.environ.get("DASHBOARD_CONTROL_TOKEN") or None,
+        help="dashboard control token (default: $DASHBOARD_CONTROL_TOKEN or random)",
+    )
     args = parser.parse_args()
     try:
         policy = remote_exec.Policy.load(args.exec_policy) if args.exec_policy else remote_exec.Policy.default()
@@ -34,6 +40,7 @@ def main() -> None:
         backend_url=args.backend,
         exec_token=remote_exec.token_from_env(args.exec_token),
         exec_policy=policy,
+        dashboard_token=args.dashboard_token,
     )
     app = create_app(settings)
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -8,6 +8,7 @@ from pathlib import Path
 from litestar import Litestar, get
 from litestar.response import File
 
+import dashboard
 import remote_exec
 from shared.backends import from_url
 from shared.hub import Hub
@@ -41,6 +42,7 @@ class Settings:
     backend_url: str | None = None
     exec_token: str | None = None
     exec_policy: remote_exec.Policy = field(default_factory=remote_exec.Policy.default)
+    dashboard_token: str | None = None
 
 
 def create_app(settings: Settings | None = None) -> Mounts:
@@ -51,6 +53,9 @@ def create_app(settings: Settings | None = None) -> Mounts:
         "/basics": basics.create_app(Hub(from_url(s.backend_url))),
         "/bidi": bidi.create_app(Hub(from_url(s.backend_url))),
         "/exec": remote_exec.create_app(s.data_dir, token=s.exec_token, policy=s.exec_policy),
+        "/dashboard": dashboard.create_app(
+            s.data_dir, control_token=s.dashboard_token, hub=Hub(from_url(s.backend_url))
+        ),
     }
     return Mounts(apps, fallback=create_index_app())
 
@@ -61,4 +66,7 @@ def login_lines(app: Mounts, base_url: str) -> list[str]:
     exec_app = app.app_at("/exec")
     if exec_app is not None:
         lines += remote_exec.login_lines(exec_app, base_url)
+    dash_app = app.app_at("/dashboard")
+    if dash_app is not None:
+        lines += dashboard.login_lines(dash_app, base_url)
     return lines

@@ -484,3 +484,22 @@ async def test_an_answer_racing_the_timeout_is_refused_not_swallowed() -> None:
             await correlator.request("racer", "m", timeout=0.01)
         assert statuses == [409]
         assert correlator.stats()["pending"] == 0
+
+
+async def test_sessions_are_capped() -> None:
+    """Each session is kept for the grace period; past the cap a new one is refused with 429."""
+    from litestar.exceptions import HTTPException
+
+    from shared import Hub
+    from shared.correlation import Correlator
+
+    async with Hub() as hub:
+        correlator = Correlator(hub, max_sessions=3, grace=5)
+        for i in range(3):
+            correlator.open_session(f"c{i}", None)
+        assert correlator.has_session("c1")
+        with pytest.raises(HTTPException) as refused:
+            correlator.open_session("c3", None)
+        assert refused.value.status_code == 429
+        assert "too many client sessions" in refused.value.detail
+        await correlator.close()

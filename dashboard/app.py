@@ -1,0 +1,209 @@
+"""``/dashboard/``: live system metrics from psutil, with guarded control actions.
+
+- ``GET /dashboard/events``: ``snapshot`` + ``history`` on connect, then ephemeral ``metrics``
+  frames, and stored (replayed on resume) ``alert``, ``resolved``, ``command``, ``settings``.
+- ``GET /dashboard/snapshot``, ``/history``, ``/audit``, ``/whoami``: the same state as JSON.
+- ``POST /dashboard/commands``: settings and process actions; control token required.
+- ``POST /dashboard/login`` / ``logout``: the page's HttpOnly cookie.
+- ``GET /dashboard/session/events`` + ``POST /dashboard/session/respond``: the page's session, over
+  which the server asks it to confirm dangerous actions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import ClientException, ValidationException
+from litestar.params import FromQuery
+from litestar.response import File, Stream
+
+from shared.correlation import Correlator, bearer_token
+from shared.hub import Hub
+from shared.pages import static_router, vendor_router
+from shared.responses import last_event_id, sse_response
+from shared.security import SECURITY_HEADERS, origin_guard
+
+from .actions import parse_command
+from .alerts import Rule
+from .audit import AuditLog
+from .auth import ControlAuth
+from .commands import Commander
+from .sampler import TOPIC, Sampler
+
+__all__ = ["control_token", "create_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+
+@get("/dashboard/", include_in_schema=False)
+async def page() -> File:
+    return File(STATIC / "dashboard.html", content_disposition_type="inline", media_type="text/html")
+
+
+@get("/dashboard/events", media_type="text/event-stream")
+async def events(request: Request[Any, Any, Any], state: State) -> Stream:
+    """The latest state first (never stale frames), then live frames and events."""
+    sampler: Sampler = state.sampler
+    return sse_response(state.hub, TOPIC, last_id=last_event_id(request), prelude=sampler.prelude)
+
+
+@get("/dashboard/snapshot")
+async def snapshot(state: State) -> dict[str, Any]:
+    sampler: Sampler = state.sampler
+    return sampler.snapshot()
+
+
+@get("/dashboard/history")
+async def history(state: State) -> dict[str, Any]:
+    sampler: Sampler = state.sampler
+    return sampler.history_json()
+
+
+@get("/dashboard/audit")
+async def audit_log(
+    state: State, limit: FromQuery[int] = 100, before: FromQuery[int | None] = None
+) -> list[dict[str, Any]]:
+    """The audit log, newest first; ``before=<id>`` pages back."""
+    if not 1 <= limit <= 1000:
+        raise ValidationException("limit must be between 1 and 1000")
+    audit: AuditLog = state.audit
+    return await audit.arecent(limit, before)
+
+
+@get("/dashboard/whoami")
+async def whoami(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    auth: ControlAuth = state.auth
+    actor = auth.actor(request)
+    return {"can_control": actor is not None, "via": actor.via if actor else None}
+
+
+@post("/dashboard/login", status_code=200)
+async def login(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+    """``{"token": "..."}`` -> an HttpOnly, SameSite=Strict cookie for ``/dashboard``."""
+    auth: ControlAuth = state.auth
+    body = await _json(request, '{"token": "<control token>"}')
+    token = body.get("token") if isinstance(body, dict) else None
+    cookie = auth.login(token, secure=request.url.scheme == "https")
+    return Response({"can_control": True, "via": "cookie"}, cookies=[cookie])
+
+
+@post("/dashboard/logout", status_code=200)
+async def logout() -> Response[dict[str, Any]]:
+    return Response({"can_control": False, "via": None}, cookies=[ControlAuth.logout_cookie()])
+
+
+@post("/dashboard/commands", status_code=200)
+async def commands(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """Run a command and answer its outcome (after the confirmation, when one is needed)."""
+    auth: ControlAuth = state.auth
+    actor = auth.require(request)
+    body = await _json(request, 'a command object, e.g. {"action": "set_interval", "seconds": 2}')
+    try:
+        cmd = parse_command(body)
+    except ValueError as exc:
+        raise ClientException(status_code=422, detail=str(exc)) from None
+    commander: Commander = state.commander
+    return await commander.run(cmd, actor)
+
+
+@get("/dashboard/session/events", media_type="text/event-stream")
+async def session_events(request: Request[Any, Any, Any], state: State) -> Stream:
+    """The page's session stream: the server's confirmation requests arrive here."""
+    correlator: Correlator = state.correlator
+    return correlator.stream(request)
+
+
+@post("/dashboard/session/respond", status_code=200)
+async def session_respond(request: Request[Any, Any, Any], state: State) -> dict[str, str]:
+    """A JSON-RPC response to a confirmation request, authorised by the session token."""
+    correlator: Correlator = state.correlator
+    body = await _json(request, "a JSON-RPC 2.0 response object")
+    return {"id": correlator.answer(bearer_token(request), body), "status": "delivered"}
+
+
+async def _json(request: Request[Any, Any, Any], what: str) -> Any:
+    try:
+        return await request.json()
+    except Exception:
+        raise ValidationException(f"the body must be JSON: {what}") from None
+
+
+def control_token(app: Litestar) -> str:
+    """The control token of an app made by :func:`create_app` (to print it, if it was generated)."""
+    token: str = app.state.control_token
+    return token
+
+
+def create_app(
+    data_dir: Path,
+    *,
+    control_token: str | None = None,
+    interval: float = 1.0,
+    hub: Hub | None = None,
+    history_seconds: float = 300.0,
+    confirm_timeout: float = 30.0,
+    process_limit: int = 300,
+    rules: list[Rule] | None = None,
+    session_grace: float = 30.0,
+) -> Litestar:
+    """The dashboard app. ``control_token=None`` generates one: read it with :func:`control_token`
+    (``app.state.control_token_generated`` says whether it was)."""
+    hub = hub or Hub()
+    auth = ControlAuth(control_token)
+    sampler = Sampler(hub, interval=interval, history_seconds=history_seconds, process_limit=process_limit, rules=rules)
+    correlator = Correlator(hub, grace=session_grace, max_timeout=max(confirm_timeout, 1.0))
+    audit = AuditLog(Path(data_dir) / "dashboard.sqlite3")
+    commander = Commander(hub, sampler, correlator, audit, confirm_timeout=confirm_timeout)
+    return Litestar(
+        route_handlers=[
+            page,
+            events,
+            snapshot,
+            history,
+            audit_log,
+            whoami,
+            login,
+            logout,
+            commands,
+            session_events,
+            session_respond,
+            static_router("/dashboard", STATIC, name="dashboard-static"),
+            vendor_router("/dashboard", name="dashboard-vendor"),
+        ],
+        state=State(
+            {
+                "hub": hub,
+                "sampler": sampler,
+                "auth": auth,
+                "correlator": correlator,
+                "audit": audit,
+                "commander": commander,
+                "control_token": auth.token,
+                "control_token_generated": auth.generated,
+                "sse_hubs": [hub],
+            }
+        ),
+        on_startup=[hub.start, correlator.start, audit.start, sampler.start],
+        on_shutdown=[sampler.stop, correlator.close, audit.stop, hub.close],
+        guards=[origin_guard],
+        response_headers=SECURITY_HEADERS,
+        openapi_config=None,
+    )
+
+
+def login_lines(app: Litestar, base_url: str) -> list[str]:
+    """What to print at start: where the dashboard is and, if generated, its control token."""
+    url = f"{base_url}/dashboard/"
+    lines = [f"Dashboard on {url}"]
+    if app.state.control_token_generated:
+        token = control_token(app)
+        lines += [
+            f"Control token (generated): {token}",
+            f"Open {url}#token={token} to log in with it, or send 'Authorization: Bearer {token}'.",
+        ]
+    else:
+        lines.append("Control token: as given (--control-token or DASHBOARD_CONTROL_TOKEN)")
+    return lines

@@ -1,0 +1,126 @@
+"""The audit log: who did what to which target, with what result, when. One SQLite file.
+
+Writes are rare (a person acting), so one connection guarded by a lock, used from worker threads
+(``asyncio.to_thread``), is plenty; WAL lets a reader look while a write is in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AuditLog", "AuditRecord"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    command_id TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    params TEXT NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    command_id: str
+    who: str
+    action: str
+    target: str | None
+    params: dict[str, Any]
+    result: str  # succeeded | failed | refused | declined | unanswered
+    detail: str
+    at: float = 0.0
+
+
+class AuditLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.open)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the audit log is not open: call open() (or await start()) first")
+        return self._db
+
+    def write(self, rec: AuditRecord) -> int:
+        with self._lock:
+            if self._db is None:
+                # Only at shutdown: a command interrupted after the log closed. Say so, loudly.
+                log.warning("audit log closed; not recorded: %r", rec)
+                return 0
+            cur = self._db.execute(
+                "INSERT INTO audit (at, command_id, who, action, target, params, result, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.at or time.time(),
+                    rec.command_id,
+                    rec.who,
+                    rec.action,
+                    rec.target,
+                    json.dumps(rec.params, separators=(",", ":")),
+                    rec.result,
+                    rec.detail,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def recent(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``before`` (a row id) pages further back."""
+        sql = "SELECT id, at, command_id, who, action, target, params, result, detail FROM audit"
+        args: list[Any] = []
+        if before is not None:
+            sql += " WHERE id < ?"
+            args.append(before)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._conn().execute(sql, args).fetchall()
+        cols = ("id", "at", "command_id", "who", "action", "target", "params", "result", "detail")
+        out = []
+        for row in rows:
+            item = dict(zip(cols, row, strict=True))
+            item["params"] = json.loads(item["params"])
+            out.append(item)
+        return out
+
+    async def awrite(self, rec: AuditRecord) -> int:
+        return await asyncio.to_thread(self.write, rec)
+
+    async def arecent(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.recent, limit, before)

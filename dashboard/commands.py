@@ -1,0 +1,186 @@
+"""Running a command: broadcast, confirm with the acting browser, act, audit, answer.
+
+Every authorised, well-formed command is broadcast to all viewers as ``command`` events
+(``started``, ``confirming`` when a person is asked, then ``succeeded`` or ``failed`` with the
+reason) and ends as one row in the audit log. The POST waits for the outcome and answers it.
+
+Confirmation is a server-to-client request (``shared.correlation``): the page that acts opened a
+session stream and passes its ``client_id``; the server asks that page, with a deadline, and acts
+only on an explicit yes. No answer in time, a "no", or the page going away: nothing happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.exceptions import ClientException
+
+from shared import jsonrpc
+from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient
+from shared.hub import Hub
+
+from . import actions
+from .actions import Command, Refused
+from .audit import AuditLog, AuditRecord
+from .auth import Actor
+from .sampler import TOPIC, Sampler
+
+__all__ = ["Commander"]
+
+
+@dataclass(slots=True)
+class _Run:
+    id: str
+    cmd: Command
+    actor: Actor
+    target: dict[str, Any] | None = None
+
+    def event(self, phase: str, detail: str = "", outcome: str | None = None) -> dict[str, Any]:
+        return {
+            "command_id": self.id,
+            "phase": phase,
+            "outcome": outcome,
+            "action": self.cmd.action,
+            "params": self.cmd.params,
+            "target": self.target,
+            "who": self.actor.label,
+            "client_id": self.cmd.client_id,
+            "detail": detail,
+            "at": round(time.time(), 3),
+        }
+
+
+class Commander:
+    def __init__(
+        self, hub: Hub, sampler: Sampler, correlator: Correlator, audit: AuditLog, *, confirm_timeout: float = 30.0
+    ) -> None:
+        self.hub = hub
+        self.sampler = sampler
+        self.correlator = correlator
+        self.audit = audit
+        self.confirm_timeout = confirm_timeout
+
+    def needs_confirmation(self, cmd: Command, actor: Actor) -> bool:
+        """Dangerous process actions are confirmed by a person, except when a Bearer client says
+        ``"confirm": false``: such a client holds the token itself and has no one to ask, and a
+        browser cannot be made to send an Authorization header cross-site. A logged-in browser
+        (cookie) is always asked, so a forged request could never skip the question."""
+        if cmd.action not in actions.CONFIRMED_ACTIONS:
+            return False
+        return cmd.confirm or actor.via != "bearer"
+
+    async def run(self, cmd: Command, actor: Actor) -> dict[str, Any]:
+        confirm = self.needs_confirmation(cmd, actor)
+        if confirm:
+            if cmd.client_id is None:
+                raise ClientException(
+                    status_code=422,
+                    detail=f"{cmd.action} must be confirmed: pass the client_id of your page's session "
+                    '(GET /dashboard/session/events); Bearer clients may send "confirm": false instead',
+                )
+            if not self.correlator.has_session(cmd.client_id):
+                raise ClientException(
+                    status_code=422,
+                    detail=f"no page session with client_id {cmd.client_id!r} is connected to confirm {cmd.action}",
+                )
+        run = _Run(uuid.uuid4().hex[:12], cmd, actor)
+        await self._broadcast(run, "started")
+        try:
+            if cmd.action in actions.SETTINGS_ACTIONS:
+                detail = await self._settings(cmd, actor)
+            else:
+                detail = await self._process(run, confirm)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._finish(run, "failed", "interrupted before it finished (server shutting down)"))
+            raise
+        except Refused as exc:
+            await self._finish(run, exc.outcome, exc.message)
+            raise ClientException(
+                status_code=exc.status_code,
+                detail=exc.message,
+                extra={"command_id": run.id, "outcome": exc.outcome},
+            ) from None
+        await self._finish(run, "succeeded", detail)
+        return {
+            "command_id": run.id,
+            "status": "succeeded",
+            "action": cmd.action,
+            "target": run.target,
+            "detail": detail,
+        }
+
+    async def _settings(self, cmd: Command, actor: Actor) -> str:
+        s = self.sampler
+        if cmd.action == "set_interval":
+            assert cmd.seconds is not None
+            s.set_interval(cmd.seconds)
+            detail = f"sampling every {cmd.seconds:g} s"
+        elif cmd.action == "pause_sampling":
+            s.set_paused(True)
+            detail = "sampling paused"
+        elif cmd.action == "resume_sampling":
+            s.set_paused(False)
+            detail = "sampling resumed"
+        else:
+            assert cmd.rules is not None
+            await s.set_rules(cmd.rules)
+            detail = "alert rules: " + ("; ".join(r.label for r in cmd.rules) or "none")
+        await self.hub.publish_json(TOPIC, {**s.settings(), "by": actor.label, "detail": detail}, event="settings")
+        return detail
+
+    async def _process(self, run: _Run, confirm: bool) -> str:
+        cmd = run.cmd
+        assert cmd.pid is not None
+        assert cmd.start_time is not None
+        proc = await asyncio.to_thread(actions.resolve, cmd.action, cmd.pid, cmd.start_time)
+        run.target = await asyncio.to_thread(actions.describe, proc)
+        if confirm:
+            assert cmd.client_id is not None
+            await self._broadcast(run, "confirming", f"waiting for {cmd.client_id} to confirm")
+            await self._confirm(run)
+        return await asyncio.to_thread(actions.perform, proc, cmd.action, cmd.nice)
+
+    async def _confirm(self, run: _Run) -> None:
+        cmd = run.cmd
+        assert cmd.client_id is not None
+        assert run.target is not None
+        question = f"{cmd.action} {actions.target_text(run.target)}?"
+        params = {
+            "command_id": run.id,
+            "action": cmd.action,
+            "target": run.target,
+            "params": cmd.params,
+            "question": question,
+            "timeout_s": self.confirm_timeout,
+        }
+        try:
+            answer = await self.correlator.request(cmd.client_id, "confirm", params, timeout=self.confirm_timeout)
+        except jsonrpc.RemoteError as exc:
+            raise Refused(409, "declined", f"not done: {exc.message or 'declined'}") from None
+        except RequestTimeout:
+            raise Refused(409, "unanswered", f"not done: no confirmation within {self.confirm_timeout:g} s") from None
+        except (ClientGone, UnknownClient):
+            if self.correlator.closed:
+                raise Refused(503, "unanswered", "not done: the server is shutting down") from None
+            raise Refused(409, "unanswered", "not done: the confirming page went away") from None
+        except RequestCancelled:
+            raise Refused(409, "unanswered", "not done: the confirmation was cancelled") from None
+        if not (isinstance(answer, dict) and answer.get("confirmed") is True):
+            # Only an explicit yes acts; any other result is a no.
+            raise Refused(409, "declined", "not done: the operator did not confirm")
+
+    async def _broadcast(self, run: _Run, phase: str, detail: str = "", outcome: str | None = None) -> None:
+        await self.hub.publish_json(TOPIC, run.event(phase, detail, outcome), event="command")
+
+    async def _finish(self, run: _Run, outcome: str, detail: str) -> None:
+        target = actions.target_text(run.target) if run.target else None
+        if target is None and run.cmd.pid is not None:
+            target = f"PID {run.cmd.pid}"
+        who = run.actor.label + (f", page {run.cmd.client_id}" if run.cmd.client_id else "")
+        await self.audit.awrite(AuditRecord(run.id, who, run.cmd.action, target, run.cmd.params, outcome, detail))
+        phase = "succeeded" if outcome == "succeeded" else "failed"
+        await self._broadcast(run, phase, detail, outcome)
