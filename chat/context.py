@@ -1,0 +1,95 @@
+"""What every handler needs: the app's ``Chat`` object, the current user, the write limit."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import Cookie, State
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, NotAuthorizedException
+
+from shared.hub import Hub
+
+from .backend import SqliteBackend
+from .db import Database
+from .files import FileStore
+from .presence import Presence
+from .ratelimit import RateLimiter, Throttle
+from .session import COOKIE, SessionSigner, User
+from .settings import ChatSettings
+from .store import LOBBY, ChatStore
+
+__all__ = ["Chat", "CurrentUser", "chat_of", "current_user", "session_cookie"]
+
+
+@dataclass(slots=True)
+class Chat:
+    settings: ChatSettings
+    db: Database
+    backend: SqliteBackend
+    hub: Hub
+    store: ChatStore
+    files: FileStore
+    presence: Presence
+    signer: SessionSigner
+    limiter: RateLimiter
+    typing: Throttle
+
+    def spend(self, user: User) -> None:
+        """One write by ``user``: 429 with ``Retry-After`` when they are over the rate."""
+        wait = self.limiter.take(user.id)
+        if wait > 0:
+            raise ClientException(
+                f"too many requests: at most {self.settings.rate:g} a second (bursts of {self.settings.burst}); "
+                f"retry in {wait:.2f} s",
+                status_code=429,
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
+    async def announce(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+        """An ephemeral event: live clients see it, nobody replays it."""
+        await self.hub.publish_json(topic, payload, event=event, ephemeral=True)
+
+    async def announce_activity(self, message: dict[str, Any]) -> None:
+        """Tell every page's room list that a room has a new message (for unread counts)."""
+        payload = {k: message[k] for k in ("room", "id", "author_id", "author", "mentions")}
+        await self.announce(LOBBY, "activity", payload)
+
+
+# Handlers declare ``user: CurrentUser``; the app provides it with :func:`current_user`.
+CurrentUser = NamedDependency[User]
+
+
+def chat_of(state: State) -> Chat:
+    chat: Chat = state.chat
+    return chat
+
+
+async def current_user(request: Request[Any, Any, Any], state: State) -> User:
+    """The signed-in user (a Litestar dependency): 401 without a session, 409 if the name was
+    taken by someone else while this session was away (after a restart, say)."""
+    chat = chat_of(state)
+    user = chat.signer.loads(request.cookies.get(COOKIE))
+    if user is None:
+        raise NotAuthorizedException('no session: join first with POST /chat/session {"name": "..."}')
+    if not chat.presence.claim(user):
+        raise ClientException(
+            f"the name {user.name!r} is now used by someone else online: pick another with POST /chat/session",
+            status_code=409,
+        )
+    return user
+
+
+def session_cookie(chat: Chat, user: User) -> Cookie:
+    return Cookie(
+        key=COOKIE,
+        value=chat.signer.dumps(user),
+        path="/chat",
+        max_age=chat.settings.session_max_age,
+        httponly=True,  # page scripts never see it: an XSS could not steal the session
+        samesite="lax",
+        secure=chat.settings.secure_cookie,
+    )

@@ -1,0 +1,86 @@
+"""File sharing: upload into a room (as a message), download with safe headers.
+
+The upload body is the raw file (``fetch(url, {method: "POST", body: file})``, or
+``curl --data-binary @f``), streamed to disk under the size limit; no multipart parsing, no
+whole-file buffering.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery
+from litestar.response import File
+
+from .context import CurrentUser, chat_of
+from .files import drain
+from .routes_messages import replayed
+from .rules import check_client_msg_id, check_file_name
+
+__all__ = ["handlers"]
+
+# Served files are data, never a page: no script, no plugins, no framing, whatever they contain.
+FILE_CSP = "default-src 'none'; img-src 'self'; sandbox"
+
+
+@post("/chat/rooms/{room:str}/files", status_code=201, request_max_body_size=None)
+async def upload(
+    request: Request[Any, Any, Any],
+    state: State,
+    user: CurrentUser,
+    room: FromPath[str],
+    name: FromQuery[str],
+    client_msg_id: FromQuery[str],
+) -> Response[dict[str, Any]]:
+    """Share a file in ``room``: ``?name=<file name>&client_msg_id=<id>``, body = the bytes."""
+    chat = chat_of(state)
+    cmid = check_client_msg_id(client_msg_id)
+    filename = check_file_name(name)
+    await chat.store.room_id(room)
+    earlier = await chat.store.find_sent(user.id, cmid)
+    if earlier is not None:
+        await drain(request.stream(), 4 * chat.settings.max_file_bytes)  # read it, then answer
+        return replayed(earlier, room)
+    chat.spend(user)
+    stored = await chat.files.save(
+        request.stream(), filename, request.headers.get("content-type"), request.content_length
+    )
+    try:
+        message, created = await chat.store.post(room, user, "", cmid, stored)
+    except BaseException:
+        await chat.files.remove(stored.id)
+        raise
+    if not created:
+        await chat.files.remove(stored.id)
+        return replayed(message, room)
+    await chat.announce_activity(message)
+    return Response(message, status_code=201)
+
+
+@get("/chat/files/{file_id:str}/{name:str}")
+async def download(state: State, user: CurrentUser, file_id: FromPath[str], name: FromPath[str]) -> File:
+    """Images inline (typed from their bytes), everything else as an ``attachment`` download."""
+    chat = chat_of(state)
+    path = chat.files.path(file_id)
+    info = await chat.store.file(file_id) if path is not None else None
+    if path is None or info is None:
+        raise NotFoundException("no such file (it may have been deleted with its message)")
+    disposition = "inline" if info.image else "attachment"
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in info.name)
+    return File(
+        path,
+        media_type=info.content_type if info.image else "application/octet-stream",
+        headers={
+            "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(info.name)}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": FILE_CSP,
+            "Cache-Control": "private, max-age=86400",
+        },
+    )
+
+
+handlers = [upload, download]

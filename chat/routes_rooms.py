@@ -1,0 +1,60 @@
+"""``/chat/rooms``: the room list with unread counts, creating rooms, typing and read markers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+
+from .context import CurrentUser, chat_of
+from .rules import check_room_name
+from .store import room_topic
+
+__all__ = ["handlers"]
+
+
+@dataclass(slots=True)
+class RoomBody:
+    name: str
+
+
+@dataclass(slots=True)
+class ReadBody:
+    id: int
+
+
+@get("/chat/rooms")
+async def list_rooms(state: State, user: CurrentUser) -> dict[str, Any]:
+    """Rooms, with the lobby's latest event id: connect ``/chat/events`` from there."""
+    chat = chat_of(state)
+    rooms, latest = await chat.store.rooms(user.id)
+    return {"rooms": rooms, "latest_event_id": latest, "max_rooms": chat.settings.max_rooms}
+
+
+@post("/chat/rooms", status_code=201)
+async def create_room(state: State, user: CurrentUser, data: JSONBody[RoomBody]) -> dict[str, Any]:
+    chat = chat_of(state)
+    name = check_room_name(data.name, chat.settings.max_room_name)
+    chat.spend(user)
+    return await chat.store.create_room(name, user)
+
+
+@post("/chat/rooms/{room:str}/typing", status_code=204)
+async def typing(state: State, user: CurrentUser, room: FromPath[str]) -> None:
+    """Say "I am typing" (ephemeral: never stored, never replayed); extra calls are dropped."""
+    chat = chat_of(state)
+    await chat.store.room_id(room)
+    if chat.typing.allow((room, user.id)):
+        await chat.announce(room_topic(room), "typing", {"id": user.id, "name": user.name})
+
+
+@post("/chat/rooms/{room:str}/read", status_code=204)
+async def mark_read(state: State, user: CurrentUser, room: FromPath[str], data: JSONBody[ReadBody]) -> None:
+    """Everything up to message ``id`` has been seen (markers only move forward)."""
+    await chat_of(state).store.mark_read(room, user.id, data.id)
+
+
+handlers = [list_rooms, create_room, typing, mark_read]

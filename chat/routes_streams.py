@@ -1,0 +1,52 @@
+"""The event streams: one per room (messages, edits, presence, typing) and the lobby (room list).
+
+Both resume from ``Last-Event-ID`` straight from the database. A room stream also keeps its
+reader "in" the room for presence, and opens with a ``presence`` snapshot (no id: it describes
+now, and is sent again on every reconnect).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get
+from litestar.datastructures import State
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from shared.encoding import encode_json
+from shared.responses import last_event_id, sse_response
+
+from .context import CurrentUser, chat_of
+from .store import LOBBY, room_topic
+
+__all__ = ["handlers"]
+
+
+@get("/chat/rooms/{room:str}/events", media_type="text/event-stream")
+async def room_events(request: Request[Any, Any, Any], state: State, user: CurrentUser, room: FromPath[str]) -> Stream:
+    chat = chat_of(state)
+    await chat.store.room_id(room)  # 404 before any stream starts
+    entered = False
+
+    async def prelude() -> bytes:
+        nonlocal entered
+        chat.presence.enter(room, user)
+        entered = True
+        return encode_json({"members": chat.presence.members(room)}, event="presence")
+
+    async def on_close() -> None:
+        # Runs while the stream's task is cancelled (client gone): no awaiting in here.
+        if entered:
+            chat.presence.exit(room, user.id)
+
+    return sse_response(chat.hub, room_topic(room), last_id=last_event_id(request), prelude=prelude, on_close=on_close)
+
+
+@get("/chat/events", media_type="text/event-stream")
+async def lobby_events(request: Request[Any, Any, Any], state: State, user: CurrentUser) -> Stream:
+    """Rooms created (stored, resumable) and ``activity`` in rooms (ephemeral, for unread counts)."""
+    return sse_response(chat_of(state).hub, LOBBY, last_id=last_event_id(request))
+
+
+handlers = [room_events, lobby_events]

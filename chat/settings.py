@@ -1,0 +1,40 @@
+"""Limits and tuning for the chat app, in one place so tests and deployments can change them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ChatSettings"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    """Every knob has a default a small team can live with."""
+
+    # Message text, after trimming (counted in Unicode code points).
+    max_text: int = 4000
+    # Uploads larger than this are refused with 413.
+    max_file_bytes: int = 10 * MIB
+    # Per-user token bucket for everything that writes: `rate` tokens a second, `burst` at most.
+    rate: float = 10.0
+    burst: int = 20
+    max_rooms: int = 100
+    max_room_name: int = 32
+    max_user_name: int = 24
+    # Distinct emoji on one message; stops a message from growing a wall of reactions.
+    max_reactions: int = 20
+    page_size: int = 50
+    max_page_size: int = 200
+    # A vanished client (closed tab, lost network) leaves the room after this many seconds, so a
+    # page reload or a reconnect does not flash "left"/"joined" at everybody.
+    presence_grace: float = 5.0
+    # A display name stays reserved this long after its holder's last request or stream.
+    name_ttl: float = 60.0
+    # Typing events from one person in one room are dropped if closer together than this.
+    typing_interval: float = 1.0
+    session_max_age: int = 30 * 24 * 3600
+    # Set when served over HTTPS (behind a TLS proxy), so the browser never sends it in clear.
+    secure_cookie: bool = False
+    default_rooms: tuple[str, ...] = ("general", "random")

@@ -1,0 +1,566 @@
+// chat.js: the chat page. Session, room list (lobby stream), the open room (room stream).
+//
+// No gap between history and live: the first history page comes with the room's latest event
+// id (read in the same database snapshot) and the stream connects from exactly there. A reset
+// (the server cannot resume from our id) reloads the room from scratch.
+
+import { connect } from "./sse.js";
+import { ApiError, api, newClientId, persist, retryNow, retryable } from "./api.js";
+import { MessageList } from "./messages.js";
+import { avatar, el } from "./render.js";
+
+const $ = (id) => document.getElementById(id);
+const MAX_TEXT = 4000;
+const MAX_FILE = 10 * 1024 * 1024;
+const TYPING_SEND_EVERY = 2500; // ms between our "typing" signals
+const TYPING_SHOW_FOR = 4000; // ms a "typing" signal stays on screen
+
+let me = null;
+let lobby = null;
+const rooms = new Map(); // name -> { name, unread, mentioned }
+let view = null; // the open room: { name, stream, hasMore, loading, members, typing }
+let viewToken = 0;
+let list = null;
+
+const scroller = $("scroller");
+const atBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
+const toBottom = () => {
+  scroller.scrollTop = scroller.scrollHeight;
+};
+const enc = encodeURIComponent;
+
+// -- session -------------------------------------------------------------------------------------
+
+async function boot() {
+  try {
+    me = await api("GET", "/chat/session");
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 401 || err.status === 409)) {
+      showJoin(err.status === 409 ? err.detail : "");
+      return;
+    }
+    showJoin(`cannot reach the server (${err.message}); try again`);
+    return;
+  }
+  start();
+}
+
+function showJoin(error, name = "") {
+  $("join").hidden = false;
+  if (!me) {
+    $("state").dataset.state = "closed";
+    $("state").textContent = "not joined";
+  }
+  $("join-name").value = name;
+  $("join-error").textContent = error;
+  $("join-error").hidden = !error;
+  $("join-name").focus();
+}
+
+$("join-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const renaming = me !== null;
+  try {
+    me = await api("POST", "/chat/session", { name: $("join-name").value });
+  } catch (err) {
+    $("join-error").textContent = err.detail || err.message;
+    $("join-error").hidden = false;
+    return;
+  }
+  if (renaming) {
+    location.reload(); // simplest way to show the new name everywhere
+    return;
+  }
+  $("join").hidden = true;
+  start();
+});
+
+$("join-cancel").addEventListener("click", () => {
+  if (me) $("join").hidden = true;
+});
+$("rename").addEventListener("click", () => showJoin("", me ? me.name : ""));
+$("signout").addEventListener("click", async () => {
+  await api("DELETE", "/chat/session").catch(() => {});
+  location.hash = "";
+  location.reload();
+});
+
+function start() {
+  $("me-name").textContent = me.name;
+  $("me").hidden = false;
+  $("join-cancel").hidden = false;
+  list = new MessageList({
+    list: $("messages"),
+    outbox: $("outbox"),
+    me,
+    actions: { react, edit, remove, retry: (id) => resend(id), mediaLoaded: () => view && view.stick && toBottom() },
+  });
+  loadRooms().then(() => {
+    openRoom(currentRoomFromHash());
+    lobby = connect("/chat/events", {
+      lastEventId: lobbyLastId,
+      on: { room: onRoomCreated, activity: onActivity },
+      onOpen: () => loadRooms(), // unread counts may have moved while we were away
+      onReset: () => loadRooms(),
+    });
+  });
+}
+
+// -- rooms ---------------------------------------------------------------------------------------
+
+let lobbyLastId = null;
+
+// A 401/409 means the session is gone or its name was taken meanwhile: start over from boot(),
+// which shows the join dialog. Anything else is shown, not thrown.
+function fatal(err) {
+  if (err instanceof ApiError && (err.status === 401 || err.status === 409)) location.reload();
+  else composerError(err.detail || err.message);
+}
+
+async function loadRooms() {
+  let data;
+  try {
+    data = await persist(() => api("GET", "/chat/rooms"));
+  } catch (err) {
+    fatal(err);
+    return;
+  }
+  lobbyLastId = data.latest_event_id;
+  for (const r of data.rooms) {
+    const known = rooms.get(r.name);
+    rooms.set(r.name, { name: r.name, unread: r.unread, mentioned: known ? known.mentioned : false });
+  }
+  if (view) {
+    const open = rooms.get(view.name);
+    if (open) open.unread = 0;
+  }
+  renderRooms();
+}
+
+function currentRoomFromHash() {
+  const name = decodeURIComponent(location.hash.slice(1));
+  if (rooms.has(name)) return name;
+  return rooms.has("general") ? "general" : [...rooms.keys()][0];
+}
+
+function renderRooms() {
+  const ul = $("rooms");
+  ul.replaceChildren();
+  for (const r of [...rooms.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    const li = el("li", view && view.name === r.name ? "room current" : "room");
+    const a = el("a");
+    a.href = `#${enc(r.name)}`;
+    a.dataset.room = r.name;
+    a.append(el("span", "hash", "#"), el("span", "room-name", r.name));
+    if (r.mentioned) a.append(el("span", "mention-dot", "@"));
+    if (r.unread > 0) a.append(el("span", "unread", r.unread > 99 ? "99+" : String(r.unread)));
+    li.append(a);
+    ul.append(li);
+  }
+}
+
+function onRoomCreated(room) {
+  if (!rooms.has(room.name)) rooms.set(room.name, { name: room.name, unread: 0, mentioned: false });
+  renderRooms();
+}
+
+function onActivity(a) {
+  const r = rooms.get(a.room);
+  if (!r || (view && view.name === a.room) || a.author_id === me.id) return;
+  r.unread += 1;
+  if ((a.mentions || []).some((m) => m.toLowerCase() === me.name.toLowerCase())) r.mentioned = true;
+  renderRooms();
+}
+
+$("new-room").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const input = $("new-room-name");
+  const name = input.value.trim().toLowerCase().replace(/\s+/g, "-");
+  if (!name) return;
+  try {
+    const room = await api("POST", "/chat/rooms", { name });
+    onRoomCreated(room);
+    input.value = "";
+    $("room-error").hidden = true;
+    location.hash = `#${enc(room.name)}`;
+  } catch (err) {
+    $("room-error").textContent = err.detail || err.message;
+    $("room-error").hidden = false;
+  }
+});
+
+window.addEventListener("hashchange", () => {
+  if (!me) return;
+  const name = currentRoomFromHash();
+  if (!view || view.name !== name) openRoom(name);
+});
+
+// -- the open room -------------------------------------------------------------------------------
+
+async function openRoom(name) {
+  if (view && !view.loading && !document.hidden && atBottom()) sendRead(); // what we saw here counts
+  const token = ++viewToken;
+  if (view && view.stream) view.stream.close();
+  view = { name, stream: null, hasMore: false, loading: true, members: new Map(), typing: new Map(), stick: true };
+  list.clear();
+  $("room-title").textContent = name;
+  $("text").placeholder = `Message #${name}`;
+  $("history-state").textContent = "loading…";
+  renderPeople();
+  renderTyping();
+  const r = rooms.get(name);
+  if (r) {
+    r.unread = 0;
+    r.mentioned = false;
+  }
+  renderRooms();
+  let page;
+  try {
+    page = await persist(() => api("GET", `/chat/rooms/${enc(name)}/messages`));
+  } catch (err) {
+    fatal(err);
+    return;
+  }
+  if (token !== viewToken) return; // the user moved on meanwhile
+  for (const msg of page.messages) list.upsert(msg);
+  list.markUnreadAfter(page.last_read);
+  view.hasMore = page.has_more;
+  view.loading = false;
+  showHistoryState();
+  if (list.divider) list.divider.scrollIntoView({ block: "center" });
+  else toBottom();
+  loadMoreIfTopVisible();
+  view.stream = connect(`/chat/rooms/${enc(name)}/events`, {
+    lastEventId: page.latest_event_id,
+    on: {
+      message: (m) => onMessage(m),
+      edit: (p) => list.patch("edit", p),
+      delete: (p) => list.patch("delete", p),
+      reaction: (p) => list.patch("reaction", p),
+      presence: (p) => {
+        view.members = new Map(p.members.map((m) => [m.id, m.name]));
+        renderPeople();
+      },
+      join: (p) => {
+        view.members.set(p.id, p.name);
+        renderPeople();
+      },
+      leave: (p) => {
+        view.members.delete(p.id);
+        renderPeople();
+      },
+      typing: (p) => onTyping(p),
+    },
+    onState: (state) => {
+      $("state").dataset.state = state;
+      $("state").textContent = state;
+      if (state === "open") retryNow(); // the server is back: pending sends need not wait
+    },
+    onReset: () => {
+      // The server cannot resume from our id (another database, or too far behind): reload.
+      const pane = $("conversation");
+      pane.dataset.resets = String(Number(pane.dataset.resets || 0) + 1);
+      openRoom(name);
+    },
+  });
+  reportRead();
+}
+
+function showHistoryState() {
+  const text = view.hasMore ? "" : list.size ? "This is the start of the room." : "No messages yet. Say hello!";
+  $("history-state").textContent = text;
+}
+
+function onMessage(msg) {
+  const wasAtBottom = atBottom();
+  const fresh = list.upsert(msg);
+  if (!fresh) return;
+  view.typing.delete(msg.author_id);
+  renderTyping();
+  const mine = msg.author_id === me.id;
+  if (!mine && (document.hidden || !wasAtBottom)) list.markBefore(msg.id);
+  if (!mine && document.hidden) {
+    unseen += 1;
+    document.title = `(${unseen}) Chat`;
+  }
+  showHistoryState();
+  if (mine || wasAtBottom) toBottom();
+  else $("jump").hidden = false;
+  reportRead();
+}
+
+// Infinite scroll: scrolling near the top fetches the page before the oldest message.
+async function loadOlder() {
+  if (!view || view.loading || !view.hasMore) return;
+  const token = viewToken;
+  view.loading = true;
+  $("history-state").textContent = "loading older messages…";
+  try {
+    const url = `/chat/rooms/${enc(view.name)}/messages?before=${list.oldest}`;
+    const page = await persist(() => api("GET", url));
+    if (token !== viewToken) return;
+    const before = scroller.scrollHeight;
+    for (const msg of page.messages.slice().reverse()) list.upsert(msg);
+    scroller.scrollTop += scroller.scrollHeight - before; // keep what the reader was looking at
+    view.hasMore = page.has_more;
+  } catch (err) {
+    fatal(err);
+  } finally {
+    if (token === viewToken) {
+      view.loading = false;
+      showHistoryState();
+      loadMoreIfTopVisible();
+    }
+  }
+}
+
+// Near the top (or a page too short to scroll at all): fetch the next older page.
+function loadMoreIfTopVisible() {
+  if (scroller.scrollTop < 300) loadOlder();
+}
+
+scroller.addEventListener("scroll", () => {
+  if (!view) return;
+  loadMoreIfTopVisible();
+  view.stick = atBottom();
+  if (view.stick) {
+    $("jump").hidden = true;
+    reportRead();
+  }
+});
+$("jump").addEventListener("click", () => {
+  toBottom();
+  $("jump").hidden = true;
+});
+let unseen = 0; // messages that came while the tab was hidden, shown in its title
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) {
+    unseen = 0;
+    document.title = "Chat";
+  }
+  reportRead();
+});
+
+// When the browser knows the network is gone, say so and stop the streams at once instead of
+// waiting for TCP to notice; when it is back, resume both from their last ids (nothing lost).
+window.addEventListener("offline", () => {
+  if (view && view.stream) view.stream.close();
+  if (lobby) lobby.close();
+  $("state").dataset.state = "retrying";
+  $("state").textContent = "offline";
+});
+window.addEventListener("online", () => {
+  if (view && view.stream) view.stream.reconnect();
+  if (lobby) lobby.reconnect();
+});
+
+// Tell the server how far we have read (debounced), for unread counts on our other devices.
+let readTimer = null;
+const reported = new Map(); // room -> the newest message id we told the server we have seen
+
+function reportRead() {
+  if (readTimer || document.hidden || !view || !atBottom()) return;
+  const token = viewToken;
+  readTimer = setTimeout(() => {
+    readTimer = null;
+    if (token === viewToken) sendRead();
+  }, 800);
+}
+
+function sendRead() {
+  if (!view || list.newest === null || list.newest <= (reported.get(view.name) || 0)) return;
+  const room = view.name;
+  const id = list.newest;
+  reported.set(room, id);
+  api("POST", `/chat/rooms/${enc(room)}/read`, { id }).catch(() => reported.delete(room)); // best effort
+}
+
+// -- presence and typing -------------------------------------------------------------------------
+
+function renderPeople() {
+  const ul = $("online");
+  ul.replaceChildren();
+  const people = view ? [...view.members].sort((a, b) => a[1].localeCompare(b[1])) : [];
+  for (const [id, name] of people) {
+    const li = el("li", id === me.id ? "person me" : "person");
+    li.append(avatar(name, id), el("span", "person-name", name));
+    if (id === me.id) li.append(el("span", "muted", "(you)"));
+    ul.append(li);
+  }
+  $("online-count").textContent = String(people.length);
+}
+
+function onTyping(p) {
+  if (p.id === me.id) return;
+  const old = view.typing.get(p.id);
+  if (old) clearTimeout(old.timer);
+  const timer = setTimeout(() => {
+    view.typing.delete(p.id);
+    renderTyping();
+  }, TYPING_SHOW_FOR);
+  view.typing.set(p.id, { name: p.name, timer });
+  renderTyping();
+}
+
+function renderTyping() {
+  const names = view ? [...view.typing.values()].map((t) => t.name) : [];
+  let text = "";
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) text = "Several people are typing…";
+  $("typing").textContent = text;
+}
+
+// -- sending -------------------------------------------------------------------------------------
+
+const outgoing = new Map(); // client_msg_id -> () => Promise (the send, to run again on "Retry")
+
+function composerError(text) {
+  $("composer-error").textContent = text;
+  $("composer-error").hidden = !text;
+}
+
+function sendText(text) {
+  const clientId = newClientId();
+  const room = view.name;
+  list.addPending(clientId, text);
+  list.clearMarker();
+  toBottom();
+  const run = () => deliver(clientId, room, () => api("POST", `/chat/rooms/${enc(room)}/messages`, { text, client_msg_id: clientId }));
+  outgoing.set(clientId, run);
+  run();
+}
+
+function sendFile(file) {
+  if (file.size > MAX_FILE) {
+    composerError(`"${file.name}" is too large: files can be at most 10 MiB.`);
+    return;
+  }
+  const clientId = newClientId();
+  const room = view.name;
+  list.addPending(clientId, "", file.name);
+  toBottom();
+  const url = `/chat/rooms/${enc(room)}/files?name=${enc(file.name)}&client_msg_id=${clientId}`;
+  const run = () =>
+    deliver(clientId, room, () =>
+      api("POST", url, file, { raw: true, headers: { "Content-Type": file.type || "application/octet-stream" } }),
+    );
+  outgoing.set(clientId, run);
+  run();
+}
+
+// Keep trying (same client_msg_id, so never twice) until the server has it or refuses it.
+async function deliver(clientId, room, attempt) {
+  try {
+    const msg = await persist(attempt, {
+      onRetry: (err) => {
+        const why = err instanceof ApiError && err.status === 429 ? "slowing down" : "offline";
+        list.setPendingStatus(clientId, `${why}, retrying…`);
+      },
+    });
+    outgoing.delete(clientId);
+    if (view && view.name === room) {
+      list.upsert(msg);
+      showHistoryState();
+      reportRead();
+    }
+  } catch (err) {
+    list.failPending(clientId, err.detail || err.message);
+  }
+}
+
+function resend(clientId) {
+  const run = outgoing.get(clientId);
+  if (run) run();
+}
+
+async function react(msg, emoji) {
+  try {
+    list.upsert(await api("POST", `/chat/rooms/${enc(msg.room)}/messages/${msg.id}/reactions`, { emoji }));
+  } catch (err) {
+    composerError(`reaction not saved: ${err.detail || err.message}`);
+  }
+}
+
+function edit(msg, text) {
+  return api("PATCH", `/chat/rooms/${enc(msg.room)}/messages/${msg.id}`, { text });
+}
+
+async function remove(msg) {
+  try {
+    await api("DELETE", `/chat/rooms/${enc(msg.room)}/messages/${msg.id}`);
+    list.drop(msg.id);
+  } catch (err) {
+    composerError(`not deleted: ${err.detail || err.message}`);
+  }
+}
+
+// -- the composer --------------------------------------------------------------------------------
+
+const textarea = $("text");
+let lastTypingSent = 0;
+
+function grow() {
+  textarea.style.height = "auto";
+  textarea.style.height = `${Math.min(textarea.scrollHeight, 200)}px`;
+}
+
+function submit() {
+  const text = textarea.value.trim();
+  if (!text || !view) return;
+  if (text.length > MAX_TEXT) {
+    composerError(`Messages can be at most ${MAX_TEXT} characters (this one has ${text.length}).`);
+    return;
+  }
+  composerError("");
+  textarea.value = "";
+  grow();
+  sendText(text);
+}
+
+textarea.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    submit();
+  }
+});
+textarea.addEventListener("input", () => {
+  grow();
+  const now = Date.now();
+  if (view && textarea.value.trim() && now - lastTypingSent > TYPING_SEND_EVERY) {
+    lastTypingSent = now;
+    api("POST", `/chat/rooms/${enc(view.name)}/typing`).catch((err) => {
+      if (!retryable(err)) console.debug("typing signal refused", err.detail);
+    });
+  }
+});
+$("composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  submit();
+});
+$("attach").addEventListener("click", () => $("file").click());
+$("file").addEventListener("change", () => {
+  for (const file of $("file").files) sendFile(file);
+  $("file").value = "";
+});
+const pane = $("conversation");
+pane.addEventListener("dragover", (e) => {
+  if (!e.dataTransfer.types.includes("Files")) return;
+  e.preventDefault();
+  pane.classList.add("dropping");
+});
+pane.addEventListener("dragleave", () => pane.classList.remove("dropping"));
+pane.addEventListener("drop", (e) => {
+  pane.classList.remove("dropping");
+  if (!e.dataTransfer.files.length || !view) return;
+  e.preventDefault();
+  for (const file of e.dataTransfer.files) sendFile(file);
+});
+textarea.addEventListener("paste", (e) => {
+  const files = [...(e.clipboardData?.files || [])];
+  if (!files.length || !view) return;
+  e.preventDefault();
+  for (const file of files) sendFile(file);
+});
+
+boot();
