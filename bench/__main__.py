@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench import apps
 from bench.load import worker
 from bench.rpc import responder_worker, trigger_worker
 
@@ -202,12 +203,14 @@ def paced(impl: str, subscribers: int, rate: float, seconds: float) -> dict[str,
     """Publish-to-receive latency at a steady rate."""
     n = int(rate * seconds)
     with bench_server(impl) as url:
-        clients = Clients(url, subscribers, n, timeout=seconds + 30, keep_latency=True)
+        clients = Clients(
+            url, subscribers, n, timeout=seconds * 10 + 60, keep_latency=True
+        )  # a backlog shows as latency
         wait_subscribers(url, clients.connected)
         cpu0 = stats(url)["cpu_s"]
         clients.go()
         time.sleep(0.2)
-        httpx.post(url + "/publish", json={"n": n, "size": 200, "rate": rate}, timeout=seconds + 30)
+        httpx.post(url + "/publish", json={"n": n, "size": 200, "rate": rate}, timeout=seconds * 10 + 60)
         res = merge(clients.results())
         cpu1 = stats(url)["cpu_s"]
     lat = [x * 1000 for x in res["latencies"]]
@@ -387,7 +390,8 @@ def main() -> int:
     idle = [idle_cost(impl, idle_n) for impl in ("hub", "naive")]
     storm_row = reconnect_storm(*storm)
     rpc = [correlation(*plan) for plan in plan_rpc]
-    rows = bursts + pace + idle + [storm_row] + rpc
+    app_rows = apps.run(args.quick)
+    rows = bursts + pace + idle + [storm_row] + rpc + app_rows
 
     print()
     print(
@@ -439,6 +443,8 @@ def main() -> int:
     print(
         table(rpc, ["clients", "concurrency", "rate", "round_trips", "round_trips_per_s", "p50_ms", "p99_ms", "errors"])
     )
+    print()
+    print(apps.tables(app_rows, table))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -455,10 +461,13 @@ def main() -> int:
     failures = [r for r in rows if r["impl"] == "hub" and (r.get("lost") or r.get("order_errors"))]
     # A trigger without an answer (unpaced runs have enough connections for every request).
     failures += [r for r in rpc if r["rate"] is None and r["errors"]]
+    app_failures = apps.failures(app_rows)
     if failures:
         print(f"FAIL: {len(failures)} run(s) of our hub lost or reordered events", file=sys.stderr)
-        return 1
-    return 0
+    if app_failures:
+        names = ", ".join(r["scenario"] for r in app_failures)
+        print(f"FAIL: app run(s) lost, reordered or refused something: {names}", file=sys.stderr)
+    return 1 if failures or app_failures else 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.response import File
 
+from shared.errors import JSONRequest, complete_allow, error_handlers
 from shared.hub import Hub, HubSettings
+from shared.openapi import STRICT_STRUCTS, FileOperation, api_docs
 from shared.pages import static_router
 from shared.security import SECURITY_HEADERS, origin_guard
 
@@ -37,8 +39,9 @@ STATIC = Path(__file__).parent / "static"
 MAX_JSON_BODY = 64 * 1024
 
 
-@get("/chat/", include_in_schema=False)
+@get("/chat/", media_type="text/html", operation_class=FileOperation)
 async def page() -> File:
+    """The chat page (HTML; its scripts and styles are under ``/chat/static/``)."""
     return File(STATIC / "chat.html", content_disposition_type="inline", media_type="text/html")
 
 
@@ -97,12 +100,17 @@ def create_app(
             static_router("/chat", STATIC, name="chat-static"),
         ],
         dependencies={"user": Provide(current_user)},
-        exception_handlers={RuleError: _rule_error, sqlite3.OperationalError: _database_error},
+        exception_handlers={**error_handlers(), RuleError: _rule_error, sqlite3.OperationalError: _database_error},
+        request_class=JSONRequest,
+        before_send=[complete_allow],
         state=State({"chat": chat, "sse_hubs": [hub]}),
         on_startup=[db.open, hub.start, chat.store.init],
         on_shutdown=[chat.presence.close, hub.close, db.close],
         guards=[origin_guard],
         response_headers=SECURITY_HEADERS,
         request_max_body_size=MAX_JSON_BODY,
-        openapi_config=None,
+        openapi_config=api_docs(
+            "/chat", "chat", "Rooms, history, presence, typing, reactions and files over SSE + POST."
+        ),
+        plugins=[STRICT_STRUCTS],
     )

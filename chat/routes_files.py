@@ -13,8 +13,12 @@ from urllib.parse import quote
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, FromQuery
 from litestar.response import File
+
+from shared.errors import errors
+from shared.openapi import FileOperation, read_body
 
 from .context import CurrentUser, chat_of
 from .files import drain
@@ -26,8 +30,20 @@ __all__ = ["handlers"]
 # Served files are data, never a page: no script, no plugins, no framing, whatever they contain.
 FILE_CSP = "default-src 'none'; img-src 'self'; sandbox"
 
+_UPLOAD = read_body(
+    "application/octet-stream",
+    Schema(type=OpenAPIType.STRING, content_media_type="application/octet-stream"),
+    "the file's bytes (any Content-Type; images are recognised by their bytes)",
+)
 
-@post("/chat/rooms/{room:str}/files", status_code=201, request_max_body_size=None)
+
+@post(
+    "/chat/rooms/{room:str}/files",
+    status_code=201,
+    request_max_body_size=None,
+    raises=errors(401, 403, 404, 409, 413, 422, 429, 503),
+    operation_class=_UPLOAD,
+)
 async def upload(
     request: Request[Any, Any, Any],
     state: State,
@@ -61,7 +77,12 @@ async def upload(
     return Response(message, status_code=201)
 
 
-@get("/chat/files/{file_id:str}/{name:str}")
+@get(
+    "/chat/files/{file_id:str}/{name:str}",
+    media_type="*/*",  # an image's own type, or application/octet-stream
+    raises=errors(401, 404, 409, 503),
+    operation_class=FileOperation,
+)
 async def download(state: State, user: CurrentUser, file_id: FromPath[str], name: FromPath[str]) -> File:
     """Images inline (typed from their bytes), everything else as an ``attachment`` download."""
     chat = chat_of(state)

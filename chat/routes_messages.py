@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar import Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
+
+from shared.errors import errors
 
 from .context import CurrentUser, chat_of
 from .rules import check_client_msg_id, check_emoji, check_text
@@ -16,23 +18,20 @@ from .rules import check_client_msg_id, check_emoji, check_text
 __all__ = ["handlers", "replayed"]
 
 
-@dataclass(slots=True)
-class SendBody:
+class SendBody(msgspec.Struct, forbid_unknown_fields=True):
     text: str
     client_msg_id: str
 
 
-@dataclass(slots=True)
-class EditBody:
+class EditBody(msgspec.Struct, forbid_unknown_fields=True):
     text: str
 
 
-@dataclass(slots=True)
-class ReactBody:
+class ReactBody(msgspec.Struct, forbid_unknown_fields=True):
     emoji: str
 
 
-@get("/chat/rooms/{room:str}/messages")
+@get("/chat/rooms/{room:str}/messages", raises=errors(401, 404, 409, 503))
 async def history(
     state: State,
     user: CurrentUser,
@@ -61,7 +60,7 @@ def replayed(message: dict[str, Any], room: str) -> Response[dict[str, Any]]:
     return Response(message, status_code=201, headers={"Idempotent-Replayed": "true"})
 
 
-@post("/chat/rooms/{room:str}/messages", status_code=201)
+@post("/chat/rooms/{room:str}/messages", status_code=201, raises=errors(401, 403, 404, 409, 413, 422, 429, 503))
 async def send(
     state: State, user: CurrentUser, room: FromPath[str], data: JSONBody[SendBody]
 ) -> Response[dict[str, Any]]:
@@ -79,7 +78,7 @@ async def send(
     return Response(message, status_code=201)
 
 
-@patch("/chat/rooms/{room:str}/messages/{message_id:int}")
+@patch("/chat/rooms/{room:str}/messages/{message_id:int}", raises=errors(401, 403, 404, 409, 413, 422, 429, 503))
 async def edit(
     state: State, user: CurrentUser, room: FromPath[str], message_id: FromPath[int], data: JSONBody[EditBody]
 ) -> dict[str, Any]:
@@ -89,7 +88,9 @@ async def edit(
     return await chat.store.edit(room, message_id, user, text)
 
 
-@delete("/chat/rooms/{room:str}/messages/{message_id:int}", status_code=204)
+@delete(
+    "/chat/rooms/{room:str}/messages/{message_id:int}", status_code=204, raises=errors(401, 403, 404, 409, 429, 503)
+)
 async def remove(state: State, user: CurrentUser, room: FromPath[str], message_id: FromPath[int]) -> None:
     chat = chat_of(state)
     chat.spend(user)
@@ -98,7 +99,11 @@ async def remove(state: State, user: CurrentUser, room: FromPath[str], message_i
         await chat.files.remove(file_id)
 
 
-@post("/chat/rooms/{room:str}/messages/{message_id:int}/reactions", status_code=200)
+@post(
+    "/chat/rooms/{room:str}/messages/{message_id:int}/reactions",
+    status_code=200,
+    raises=errors(401, 403, 404, 409, 413, 422, 429, 503),
+)
 async def react(
     state: State, user: CurrentUser, room: FromPath[str], message_id: FromPath[int], data: JSONBody[ReactBody]
 ) -> dict[str, Any]:

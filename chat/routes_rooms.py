@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar import get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
+
+from shared.errors import errors
 
 from .context import CurrentUser, chat_of
 from .rules import check_room_name
@@ -16,17 +18,15 @@ from .store import room_topic
 __all__ = ["handlers"]
 
 
-@dataclass(slots=True)
-class RoomBody:
+class RoomBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str
 
 
-@dataclass(slots=True)
-class ReadBody:
+class ReadBody(msgspec.Struct, forbid_unknown_fields=True):
     id: int
 
 
-@get("/chat/rooms")
+@get("/chat/rooms", raises=errors(401, 409, 503))
 async def list_rooms(state: State, user: CurrentUser) -> dict[str, Any]:
     """Rooms, with the lobby's latest event id: connect ``/chat/events`` from there."""
     chat = chat_of(state)
@@ -34,7 +34,7 @@ async def list_rooms(state: State, user: CurrentUser) -> dict[str, Any]:
     return {"rooms": rooms, "latest_event_id": latest, "max_rooms": chat.settings.max_rooms}
 
 
-@post("/chat/rooms", status_code=201)
+@post("/chat/rooms", status_code=201, raises=errors(401, 403, 409, 413, 422, 429, 503))
 async def create_room(state: State, user: CurrentUser, data: JSONBody[RoomBody]) -> dict[str, Any]:
     chat = chat_of(state)
     name = check_room_name(data.name, chat.settings.max_room_name)
@@ -42,7 +42,7 @@ async def create_room(state: State, user: CurrentUser, data: JSONBody[RoomBody])
     return await chat.store.create_room(name, user)
 
 
-@post("/chat/rooms/{room:str}/typing", status_code=204)
+@post("/chat/rooms/{room:str}/typing", status_code=204, raises=errors(401, 403, 404, 409, 503))
 async def typing(state: State, user: CurrentUser, room: FromPath[str]) -> None:
     """Say "I am typing" (ephemeral: never stored, never replayed); extra calls are dropped."""
     chat = chat_of(state)
@@ -51,7 +51,7 @@ async def typing(state: State, user: CurrentUser, room: FromPath[str]) -> None:
         await chat.announce(room_topic(room), "typing", {"id": user.id, "name": user.name})
 
 
-@post("/chat/rooms/{room:str}/read", status_code=204)
+@post("/chat/rooms/{room:str}/read", status_code=204, raises=errors(401, 403, 404, 409, 413, 503))
 async def mark_read(state: State, user: CurrentUser, room: FromPath[str], data: JSONBody[ReadBody]) -> None:
     """Everything up to message ``id`` has been seen (markers only move forward)."""
     await chat_of(state).store.mark_read(room, user.id, data.id)

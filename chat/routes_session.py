@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import State
+from litestar.datastructures import Cookie, State
 from litestar.exceptions import ClientException
 from litestar.params import JSONBody
+
+from shared.errors import errors
 
 from .context import CurrentUser, chat_of, session_cookie
 from .rules import check_user_name
@@ -17,12 +19,11 @@ from .session import COOKIE, User, new_user_id
 __all__ = ["handlers"]
 
 
-@dataclass(slots=True)
-class NameBody:
+class NameBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str
 
 
-@post("/chat/session", status_code=200)
+@post("/chat/session", status_code=200, raises=errors(403, 409, 413, 422, 503))
 async def join(request: Request[Any, Any, Any], state: State, data: JSONBody[NameBody]) -> Response[dict[str, str]]:
     """Start a session with a display name, or change the name of the current one."""
     chat = chat_of(state)
@@ -36,22 +37,24 @@ async def join(request: Request[Any, Any, Any], state: State, data: JSONBody[Nam
     return Response({"id": user.id, "name": user.name}, cookies=[session_cookie(chat, user)])
 
 
-@get("/chat/session")
+@get("/chat/session", raises=errors(401, 409, 503))
 async def whoami(state: State, user: CurrentUser) -> Response[dict[str, str]]:
     """Who the cookie says you are; renews the cookie, so an active session does not expire."""
     return Response({"id": user.id, "name": user.name}, cookies=[session_cookie(chat_of(state), user)])
 
 
-@delete("/chat/session", status_code=204)
-async def leave(request: Request[Any, Any, Any], state: State) -> Response[None]:
-    """Sign out: the name is free again at once."""
+@delete(
+    "/chat/session",
+    status_code=204,
+    raises=errors(403),
+    response_cookies=[Cookie(key=COOKIE, value="", path="/chat", max_age=0, httponly=True, samesite="lax")],
+)
+async def leave(request: Request[Any, Any, Any], state: State) -> None:
+    """Sign out (the cookie is cleared): the name is free again at once."""
     chat = chat_of(state)
     user = chat.signer.loads(request.cookies.get(COOKIE))
     if user is not None:
         chat.presence.release(user.id)
-    response: Response[None] = Response(None, status_code=204)
-    response.delete_cookie(COOKIE, path="/chat")
-    return response
 
 
 handlers = [join, whoami, leave]

@@ -15,6 +15,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from shared.encoding import encode_json
+from shared.errors import errors
 from shared.responses import last_event_id, sse_response
 
 from .context import CurrentUser, chat_of
@@ -23,7 +24,7 @@ from .store import LOBBY, room_topic
 __all__ = ["handlers"]
 
 
-@get("/chat/rooms/{room:str}/events", media_type="text/event-stream")
+@get("/chat/rooms/{room:str}/events", media_type="text/event-stream", raises=errors(401, 404, 409, 503))
 async def room_events(request: Request[Any, Any, Any], state: State, user: CurrentUser, room: FromPath[str]) -> Stream:
     chat = chat_of(state)
     await chat.store.room_id(room)  # 404 before any stream starts
@@ -43,7 +44,7 @@ async def room_events(request: Request[Any, Any, Any], state: State, user: Curre
     return sse_response(chat.hub, room_topic(room), last_id=last_event_id(request), prelude=prelude, on_close=on_close)
 
 
-@get("/chat/events", media_type="text/event-stream")
+@get("/chat/events", media_type="text/event-stream", raises=errors(401, 409, 503))
 async def lobby_events(request: Request[Any, Any, Any], state: State, user: CurrentUser) -> Stream:
     """Rooms created (stored, resumable) and ``activity`` in rooms (ephemeral, for unread counts)."""
     return sse_response(chat_of(state).hub, LOBBY, last_id=last_event_id(request))

@@ -34,6 +34,8 @@ SETTINGS_ACTIONS = ("set_interval", "pause_sampling", "resume_sampling", "set_ru
 PROCESS_ACTIONS = ("terminate", "kill", "suspend", "resume", "renice")
 # Resuming a stopped process undoes a suspend and loses nothing, so it is not asked about.
 CONFIRMED_ACTIONS = frozenset({"terminate", "kill", "suspend", "renice"})
+# Every field a command may carry; any other is refused rather than silently ignored.
+COMMAND_FIELDS = ("action", "seconds", "rules", "pid", "start_time", "nice", "client_id", "confirm")
 START_TOLERANCE = 0.011  # start times travel rounded to 1/100 s, the kernel's clock tick
 END_WAIT = 2.0
 
@@ -72,6 +74,9 @@ def parse_command(obj: Any) -> Command:
     """Validate a command body; ``ValueError`` names the first problem (the app answers 422)."""
     if not isinstance(obj, dict):
         raise ValueError('the body must be a JSON object with an "action"')
+    unknown = sorted(set(obj) - set(COMMAND_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}: a command has {', '.join(COMMAND_FIELDS)}")
     action = obj.get("action")
     if action not in SETTINGS_ACTIONS + PROCESS_ACTIONS:
         raise ValueError(f'"action" must be one of {", ".join(SETTINGS_ACTIONS + PROCESS_ACTIONS)}')

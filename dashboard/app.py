@@ -12,19 +12,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, ValidationException
-from litestar.params import FromQuery
+from litestar.openapi.spec import Example
+from litestar.params import Body, FromQuery, JSONBody
 from litestar.response import File, Stream
 
 from shared.correlation import Correlator, bearer_token
+from shared.errors import JSONRequest, complete_allow, error_handlers, errors
 from shared.hub import Hub
+from shared.openapi import JSONRPC_RESPONSE, STRICT_STRUCTS, FileOperation, api_docs, read_body
 from shared.pages import static_router, vendor_router
 from shared.responses import last_event_id, sse_response
-from shared.security import SECURITY_HEADERS, origin_guard
+from shared.security import SECURITY_HEADERS, origin_guard, redact_access_log
 
 from .actions import parse_command
 from .alerts import Rule
@@ -36,14 +40,35 @@ from .sampler import TOPIC, Sampler
 __all__ = ["control_token", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
+MAX_ROW_ID = 2**63 - 1  # SQLite's largest INTEGER
+# Commands and answers are small JSON objects; a set_rules list of 20 rules is about 2 KiB.
+MAX_BODY = 64 * 1024
 
 
-@get("/dashboard/", include_in_schema=False)
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+
+
+CommandBody = Annotated[
+    dict[str, Any],
+    Body(
+        title="Command",
+        description='{"action": ...} and its arguments: set_interval {seconds}, pause_sampling, resume_sampling, '
+        "set_rules {rules: [{metric, above, for_s}]}, or a process action (terminate, kill, suspend, resume, "
+        "renice {nice}) with {pid, start_time} and {client_id} of the page that confirms it "
+        '(Bearer clients may send "confirm": false instead)',
+        examples=[Example(value={"action": "set_interval", "seconds": 2})],
+    ),
+]
+
+
+@get("/dashboard/", media_type="text/html", operation_class=FileOperation)
 async def page() -> File:
+    """The dashboard page (HTML; its scripts and styles are under ``/dashboard/static/``)."""
     return File(STATIC / "dashboard.html", content_disposition_type="inline", media_type="text/html")
 
 
-@get("/dashboard/events", media_type="text/event-stream")
+@get("/dashboard/events", media_type="text/event-stream", raises=errors(503))
 async def events(request: Request[Any, Any, Any], state: State) -> Stream:
     """The latest state first (never stale frames), then live frames and events."""
     sampler: Sampler = state.sampler
@@ -69,6 +94,9 @@ async def audit_log(
     """The audit log, newest first; ``before=<id>`` pages back."""
     if not 1 <= limit <= 1000:
         raise ValidationException("limit must be between 1 and 1000")
+    if before is not None and not 1 <= before <= MAX_ROW_ID:
+        # Found by schemathesis: a larger int does not fit SQLite's INTEGER (OverflowError, a 500).
+        raise ValidationException("before must be an audit entry id (a positive 64-bit integer)")
     audit: AuditLog = state.audit
     return await audit.arecent(limit, before)
 
@@ -80,55 +108,60 @@ async def whoami(request: Request[Any, Any, Any], state: State) -> dict[str, Any
     return {"can_control": actor is not None, "via": actor.via if actor else None}
 
 
-@post("/dashboard/login", status_code=200)
-async def login(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+@post("/dashboard/login", status_code=200, raises=errors(401, 403, 413, 429))
+async def login(request: Request[Any, Any, Any], state: State, data: JSONBody[LoginBody]) -> Response[dict[str, Any]]:
     """``{"token": "..."}`` -> an HttpOnly, SameSite=Strict cookie for ``/dashboard``."""
     auth: ControlAuth = state.auth
-    body = await _json(request, '{"token": "<control token>"}')
-    token = body.get("token") if isinstance(body, dict) else None
-    cookie = auth.login(token, secure=request.url.scheme == "https")
+    cookie = auth.login(data.token, secure=request.url.scheme == "https")
     return Response({"can_control": True, "via": "cookie"}, cookies=[cookie])
 
 
-@post("/dashboard/logout", status_code=200)
+@post("/dashboard/logout", status_code=200, raises=errors(403))
 async def logout() -> Response[dict[str, Any]]:
     return Response({"can_control": False, "via": None}, cookies=[ControlAuth.logout_cookie()])
 
 
-@post("/dashboard/commands", status_code=200)
-async def commands(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+@post("/dashboard/commands", status_code=200, raises=errors(401, 403, 404, 409, 413, 422, 503))
+async def commands(request: Request[Any, Any, Any], state: State, data: JSONBody[CommandBody]) -> dict[str, Any]:
     """Run a command and answer its outcome (after the confirmation, when one is needed)."""
     auth: ControlAuth = state.auth
     actor = auth.require(request)
-    body = await _json(request, 'a command object, e.g. {"action": "set_interval", "seconds": 2}')
     try:
-        cmd = parse_command(body)
+        cmd = parse_command(data)
     except ValueError as exc:
         raise ClientException(status_code=422, detail=str(exc)) from None
     commander: Commander = state.commander
     return await commander.run(cmd, actor)
 
 
-@get("/dashboard/session/events", media_type="text/event-stream")
-async def session_events(request: Request[Any, Any, Any], state: State) -> Stream:
-    """The page's session stream: the server's confirmation requests arrive here."""
+@get("/dashboard/session/events", media_type="text/event-stream", raises=errors(403, 409, 429, 503))
+async def session_events(
+    request: Request[Any, Any, Any],
+    state: State,
+    client_id: FromQuery[str | None] = None,
+    token: FromQuery[str | None] = None,
+) -> Stream:
+    """The page's session stream: the server's confirmation requests arrive here. Reconnect with
+    ``?client_id=&token=`` (from the ``session`` event) to keep the same session."""
     correlator: Correlator = state.correlator
-    return correlator.stream(request)
+    return correlator.stream(request, client_id or None)  # it reads the token itself (query or Bearer)
 
 
-@post("/dashboard/session/respond", status_code=200)
+@post(
+    "/dashboard/session/respond",
+    status_code=200,
+    raises=errors(400, 403, 404, 409, 413),
+    operation_class=read_body("application/json", JSONRPC_RESPONSE, "a JSON-RPC 2.0 response object"),
+)
 async def session_respond(request: Request[Any, Any, Any], state: State) -> dict[str, str]:
-    """A JSON-RPC response to a confirmation request, authorised by the session token."""
+    """A JSON-RPC response to a confirmation request, authorised by the session token
+    (``Authorization: Bearer``)."""
     correlator: Correlator = state.correlator
-    body = await _json(request, "a JSON-RPC 2.0 response object")
-    return {"id": correlator.answer(bearer_token(request), body), "status": "delivered"}
-
-
-async def _json(request: Request[Any, Any, Any], what: str) -> Any:
     try:
-        return await request.json()
-    except Exception:
-        raise ValidationException(f"the body must be JSON: {what}") from None
+        body = await request.json()
+    except ValidationException as exc:
+        raise ValidationException(f"the body must be a JSON-RPC 2.0 response object; {exc.detail}") from None
+    return {"id": correlator.answer(bearer_token(request), body), "status": "delivered"}
 
 
 def control_token(app: Litestar) -> str:
@@ -186,11 +219,18 @@ def create_app(
                 "sse_hubs": [hub],
             }
         ),
-        on_startup=[hub.start, correlator.start, audit.start, sampler.start],
+        on_startup=[redact_access_log, hub.start, correlator.start, audit.start, sampler.start],
         on_shutdown=[sampler.stop, correlator.close, audit.stop, hub.close],
         guards=[origin_guard],
         response_headers=SECURITY_HEADERS,
-        openapi_config=None,
+        exception_handlers=error_handlers(),
+        request_class=JSONRequest,
+        before_send=[complete_allow],
+        request_max_body_size=MAX_BODY,
+        openapi_config=api_docs(
+            "/dashboard", "dashboard", "Live system metrics over SSE, with guarded control actions."
+        ),
+        plugins=[STRICT_STRUCTS],
     )
 
 

@@ -25,11 +25,14 @@ from litestar.exceptions import (
     ServiceUnavailableException,
     ValidationException,
 )
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import File, Stream
 
 from shared.backends.memory import MemoryBackend
 from shared.encoding import encode_json
+from shared.errors import JSONRequest, complete_allow, error_handlers, errors
+from shared.openapi import STRICT_STRUCTS, FileOperation, api_docs
 from shared.pages import static_router, vendor_router
 from shared.responses import SSE_HEADERS, SSE_MEDIA_TYPE, last_event_id, sse_response
 from shared.security import SECURITY_HEADERS, new_token, origin_guard
@@ -48,6 +51,9 @@ STATIC = Path(__file__).parent / "static"
 TOKEN_ENV = "REMOTE_EXEC_TOKEN"
 RUNS_TOPIC = "runs"
 MAX_INPUT_BYTES = 64 * 1024
+# The largest body is an input of MAX_INPUT_BYTES as JSON text, where escapes (\u0001) take up to
+# six bytes per byte; anything bigger is refused with 413 before it is read.
+MAX_BODY = 512 * 1024
 MAX_VIEWER_TTL_S = 30 * 86400
 
 
@@ -132,12 +138,13 @@ def _check_size(cols: int, rows: int) -> None:
 # -- the page and login -------------------------------------------------------------------------
 
 
-@get("/exec/", include_in_schema=False)
+@get("/exec/", media_type="text/html", operation_class=FileOperation)
 async def page() -> File:
+    """The terminal page (HTML; its scripts and styles are under ``/exec/static/``)."""
     return File(STATIC / "exec.html", content_disposition_type="inline", media_type="text/html")
 
 
-@post("/exec/login", status_code=200)
+@post("/exec/login", status_code=200, raises=errors(401, 403, 413))
 async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], state: State) -> Response[dict[str, Any]]:
     """Exchange a token for an HttpOnly session cookie (the page does this once)."""
     ex = _exec(state)
@@ -158,18 +165,18 @@ async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], stat
     return Response(principal.public(), cookies=[cookie])
 
 
-@post("/exec/logout", status_code=200)
+@post("/exec/logout", status_code=200, raises=errors(403))
 async def logout(request: Request[Any, Any, Any], state: State) -> Response[dict[str, bool]]:
     _exec(state).auth.logout(request.cookies.get(COOKIE))
     return Response({"ok": True}, cookies=[Cookie(key=COOKIE, value="", path=PREFIX, max_age=0, httponly=True)])
 
 
-@get("/exec/me", guards=[viewer_guard])
+@get("/exec/me", guards=[viewer_guard], raises=errors(401))
 async def me(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return _principal(request).public()
 
 
-@get("/exec/policy", guards=[operator_guard])
+@get("/exec/policy", guards=[operator_guard], raises=errors(401, 403))
 async def get_policy(state: State) -> dict[str, Any]:
     return _exec(state).policy.summary()
 
@@ -177,7 +184,7 @@ async def get_policy(state: State) -> dict[str, Any]:
 # -- runs ----------------------------------------------------------------------------------------
 
 
-@get("/exec/runs", guards=[viewer_guard])
+@get("/exec/runs", guards=[viewer_guard], raises=errors(401))
 async def list_runs(
     request: Request[Any, Any, Any], state: State, limit: FromQuery[int] = 200
 ) -> dict[str, list[dict[str, Any]]]:
@@ -192,7 +199,7 @@ async def list_runs(
     return {"runs": [r.public() for r in rows]}
 
 
-@post("/exec/runs", guards=[operator_guard], status_code=201)
+@post("/exec/runs", guards=[operator_guard], status_code=201, raises=errors(401, 403, 413, 429, 503))
 async def start_run(request: Request[Any, Any, Any], data: JSONBody[StartBody], state: State) -> dict[str, Any]:
     ex = _exec(state)
     principal = _principal(request)
@@ -248,7 +255,7 @@ async def start_run(request: Request[Any, Any, Any], data: JSONBody[StartBody], 
     return row.public()
 
 
-@get("/exec/runs/{run_id:str}", guards=[viewer_guard])
+@get("/exec/runs/{run_id:str}", guards=[viewer_guard], raises=errors(401, 403, 404))
 async def get_run(run_id: FromPath[str], state: State) -> dict[str, Any]:
     ex = _exec(state)
     row = _run_or_404(ex, run_id)
@@ -256,7 +263,15 @@ async def get_run(run_id: FromPath[str], state: State) -> dict[str, Any]:
     return row.public() | {"viewers": live.viewers if live is not None else 0}
 
 
-@get("/exec/runs/{run_id:str}/events", guards=[viewer_guard], media_type="text/event-stream")
+@get(
+    "/exec/runs/{run_id:str}/events",
+    guards=[viewer_guard],
+    media_type="text/event-stream",
+    raises=errors(401, 403, 404, 503),
+    responses={
+        204: ResponseSpec(None, description="Last-Event-ID is the end of a finished run: nothing more will come")
+    },
+)
 async def run_stream(request: Request[Any, Any, Any], run_id: FromPath[str], state: State) -> Response[Any]:
     """The run's output from the start (or from Last-Event-ID), live, then ``exit``."""
     ex = _exec(state)
@@ -291,7 +306,12 @@ async def run_stream(request: Request[Any, Any, Any], run_id: FromPath[str], sta
     )
 
 
-@get("/exec/runs/{run_id:str}/output", guards=[viewer_guard])
+@get(
+    "/exec/runs/{run_id:str}/output",
+    guards=[viewer_guard],
+    media_type="application/octet-stream",
+    raises=errors(401, 403, 404),
+)
 async def run_output(run_id: FromPath[str], state: State, stream: FromQuery[str] = "all") -> Stream:
     """The raw bytes a run printed: ``stream=stdout``, ``stderr`` or ``all`` (interleaved)."""
     ex = _exec(state)
@@ -323,7 +343,12 @@ def _live_error(ex: ExecState, run_id: str, exc: Exception) -> Exception:
     return ClientException(str(exc), status_code=409)
 
 
-@post("/exec/runs/{run_id:str}/input", guards=[operator_guard], status_code=200)
+@post(
+    "/exec/runs/{run_id:str}/input",
+    guards=[operator_guard],
+    status_code=200,
+    raises=errors(401, 403, 404, 409, 413, 503),
+)
 async def send_input(
     request: Request[Any, Any, Any], run_id: FromPath[str], data: JSONBody[InputBody], state: State
 ) -> dict[str, Any]:
@@ -359,7 +384,9 @@ async def send_input(
     return result
 
 
-@post("/exec/runs/{run_id:str}/signal", guards=[operator_guard], status_code=200)
+@post(
+    "/exec/runs/{run_id:str}/signal", guards=[operator_guard], status_code=200, raises=errors(401, 403, 404, 409, 413)
+)
 async def send_signal(
     request: Request[Any, Any, Any], run_id: FromPath[str], data: JSONBody[SignalBody], state: State
 ) -> dict[str, Any]:
@@ -376,7 +403,7 @@ async def send_signal(
     return {"signal": name}
 
 
-@post("/exec/runs/{run_id:str}/terminate", guards=[operator_guard], status_code=202)
+@post("/exec/runs/{run_id:str}/terminate", guards=[operator_guard], status_code=202, raises=errors(401, 403, 404, 409))
 async def terminate(request: Request[Any, Any, Any], run_id: FromPath[str], state: State) -> dict[str, Any]:
     """TERM to the whole process tree, KILL after the policy's grace period; ``exit`` follows."""
     ex = _exec(state)
@@ -389,7 +416,9 @@ async def terminate(request: Request[Any, Any, Any], run_id: FromPath[str], stat
     return {"terminating": run_id, "grace_s": ex.policy.kill_grace_s}
 
 
-@post("/exec/runs/{run_id:str}/resize", guards=[operator_guard], status_code=200)
+@post(
+    "/exec/runs/{run_id:str}/resize", guards=[operator_guard], status_code=200, raises=errors(401, 403, 404, 409, 413)
+)
 async def resize(run_id: FromPath[str], data: JSONBody[ResizeBody], state: State) -> dict[str, int]:
     ex = _exec(state)
     _check_size(data.cols, data.rows)
@@ -402,7 +431,7 @@ async def resize(run_id: FromPath[str], data: JSONBody[ResizeBody], state: State
     return {"cols": data.cols, "rows": data.rows}
 
 
-@get("/exec/events", guards=[viewer_guard], media_type="text/event-stream")
+@get("/exec/events", guards=[viewer_guard], media_type="text/event-stream", raises=errors(401, 403, 503))
 async def list_events(request: Request[Any, Any, Any], state: State) -> Stream:
     """Run-list changes (a run started or ended) as ``run`` events; not replayed: on (re)connect,
     fetch ``GET /exec/runs``."""
@@ -414,7 +443,7 @@ async def list_events(request: Request[Any, Any, Any], state: State) -> Stream:
 # -- sharing and audit ----------------------------------------------------------------------------
 
 
-@post("/exec/tokens", guards=[operator_guard], status_code=201)
+@post("/exec/tokens", guards=[operator_guard], status_code=201, raises=errors(401, 403, 404, 413))
 async def mint_token(request: Request[Any, Any, Any], data: JSONBody[TokenBody], state: State) -> dict[str, Any]:
     """A read-only viewer token, for one run (``run_id``) or all; shown once, stored hashed."""
     ex = _exec(state)
@@ -435,12 +464,12 @@ async def mint_token(request: Request[Any, Any, Any], data: JSONBody[TokenBody],
     return {"id": token_id, "token": token, "run_id": data.run_id, "label": label, "expires_at": expires_at, "url": url}
 
 
-@get("/exec/tokens", guards=[operator_guard])
+@get("/exec/tokens", guards=[operator_guard], raises=errors(401, 403))
 async def list_tokens(state: State) -> dict[str, list[dict[str, Any]]]:
     return {"tokens": _exec(state).store.list_viewer_tokens()}
 
 
-@delete("/exec/tokens/{token_id:str}", guards=[operator_guard], status_code=200)
+@delete("/exec/tokens/{token_id:str}", guards=[operator_guard], status_code=200, raises=errors(401, 403, 404))
 async def revoke_token(request: Request[Any, Any, Any], token_id: FromPath[str], state: State) -> dict[str, Any]:
     ex = _exec(state)
     if not ex.store.revoke_viewer_token(token_id):
@@ -450,7 +479,7 @@ async def revoke_token(request: Request[Any, Any, Any], token_id: FromPath[str],
     return {"revoked": token_id}
 
 
-@get("/exec/audit", guards=[operator_guard])
+@get("/exec/audit", guards=[operator_guard], raises=errors(401, 403))
 async def audit_log(
     state: State, limit: FromQuery[int] = 200, run_id: FromQuery[str | None] = None
 ) -> dict[str, list[dict[str, Any]]]:
@@ -520,7 +549,14 @@ def create_app(
         on_shutdown=[runner.shutdown, hub.close, store.close],
         guards=[origin_guard],
         response_headers=SECURITY_HEADERS,
-        openapi_config=None,
+        exception_handlers=error_handlers(),
+        request_class=JSONRequest,
+        before_send=[complete_allow],
+        request_max_body_size=MAX_BODY,
+        openapi_config=api_docs(
+            "/exec", "remote_exec", "Run commands, stream their output over SSE, send input and signals."
+        ),
+        plugins=[STRICT_STRUCTS],
     )
 
 

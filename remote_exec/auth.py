@@ -126,7 +126,7 @@ class Auth:
             return None
         parent: str = row["parent"]
         if row["role"] == "operator":
-            if parent != self._fingerprint:
+            if not tokens_equal(parent, self._fingerprint):
                 return None  # made with another operator token (the server was restarted with a new one)
             return Principal("operator", row["name"])
         if not self.store.viewer_token_valid(parent.removeprefix("viewer:")):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -11,7 +13,15 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-__all__ = ["SECURITY_HEADERS", "check_origin", "new_token", "origin_guard", "tokens_equal"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "RedactSecrets",
+    "check_origin",
+    "new_token",
+    "origin_guard",
+    "redact_access_log",
+    "tokens_equal",
+]
 
 # No inline script anywhere: pages load ES modules from 'self'. Inline style attributes set by
 # scripts (element.style) are allowed by CSSOM, so style-src needs no 'unsafe-inline'.
@@ -69,3 +79,28 @@ async def origin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     server's CPU per request in the correlation benchmark.
     """
     check_origin(connection)
+
+
+# A browser's EventSource cannot send headers, so a session stream is resumed with ?token=...
+_SECRET_PARAM = re.compile(r"([?&](?:token|access_token)=)[^&#\s\"]*", re.IGNORECASE)
+
+
+class RedactSecrets(logging.Filter):
+    """Masks ``token=`` query values in log records, such as uvicorn's access log lines
+    (``"GET /bidi/events?client_id=a&token=[redacted] HTTP/1.1" 200``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_SECRET_PARAM.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _SECRET_PARAM.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+def redact_access_log() -> None:
+    """Keep tokens out of uvicorn's access log (an ``on_startup`` hook of the apps that take
+    ``?token=``). Idempotent; uvicorn configures its loggers before startup hooks run, and
+    keeps logger filters when it does."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+        logger.addFilter(RedactSecrets())

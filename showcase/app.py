@@ -12,6 +12,7 @@ import chat
 import dashboard
 import remote_exec
 from shared.backends import from_url
+from shared.errors import complete_allow, error_handlers
 from shared.hub import Hub
 from shared.mount import Mounts
 from shared.pages import static_router
@@ -33,6 +34,8 @@ def create_index_app() -> Litestar:
     return Litestar(
         route_handlers=[index, static_router("", STATIC, name="index-static")],
         response_headers=SECURITY_HEADERS,
+        exception_handlers=error_handlers(),
+        before_send=[complete_allow],
         openapi_config=None,
     )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
@@ -24,7 +25,9 @@ from litestar.params import FromQuery, JSONBody
 from litestar.response import File, Stream
 
 from shared.encoding import encode, encode_json
+from shared.errors import JSONRequest, complete_allow, error_handlers, errors
 from shared.hub import Hub
+from shared.openapi import STRICT_STRUCTS, FileOperation, api_docs
 from shared.pages import static_router
 from shared.responses import SSE_HEADERS, SSE_MEDIA_TYPE, last_event_id, sse_response
 from shared.security import SECURITY_HEADERS, origin_guard
@@ -33,6 +36,7 @@ __all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
 TOPIC = "ticks"
+MAX_BODY = 16 * 1024  # the one body here is {"seconds": s}
 
 
 @dataclass(slots=True)
@@ -74,12 +78,13 @@ def _ticker(state: State) -> Ticker:
     return ticker
 
 
-@get("/basics/", include_in_schema=False)
+@get("/basics/", media_type="text/html", operation_class=FileOperation)
 async def page() -> File:
+    """The demo page (HTML; its scripts and styles are under ``/basics/static/``)."""
     return File(STATIC / "basics.html", content_disposition_type="inline", media_type="text/html")
 
 
-@get("/basics/events", media_type="text/event-stream")
+@get("/basics/events", media_type="text/event-stream", raises=errors(503))
 async def events(
     request: Request[Any, Any, Any],
     state: State,
@@ -112,12 +117,11 @@ async def _counted(start: int, count: int, pace: float) -> AsyncIterator[bytes]:
     yield encode(json.dumps({"sent": count}), event="done")
 
 
-@dataclass(slots=True)
-class IntervalBody:
+class IntervalBody(msgspec.Struct, forbid_unknown_fields=True):
     seconds: float
 
 
-@post("/basics/interval", status_code=200)
+@post("/basics/interval", status_code=200, raises=errors(403, 413))
 async def set_interval(data: JSONBody[IntervalBody], state: State) -> dict[str, float]:
     """Change how often the shared ticker publishes (0.05 to 60 seconds)."""
     if not 0.05 <= data.seconds <= 60:
@@ -147,5 +151,10 @@ def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> Litestar:
         on_shutdown=[ticker.stop, hub.close],
         guards=[origin_guard],
         response_headers=SECURITY_HEADERS,
-        openapi_config=None,
+        exception_handlers=error_handlers(),
+        request_class=JSONRequest,
+        before_send=[complete_allow],
+        request_max_body_size=MAX_BODY,
+        openapi_config=api_docs("/basics", "basics", "Numbered ticks over SSE, resumable with Last-Event-ID."),
+        plugins=[STRICT_STRUCTS],
     )

@@ -10,60 +10,75 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody
 from litestar.response import File, Stream
 
 from shared import jsonrpc
 from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient, bearer_token
+from shared.errors import JSONRequest, complete_allow, error_handlers, errors
 from shared.hub import Hub
+from shared.openapi import JSONRPC_RESPONSE, STRICT_STRUCTS, FileOperation, api_docs, read_body
 from shared.pages import static_router
-from shared.security import SECURITY_HEADERS, origin_guard
+from shared.security import SECURITY_HEADERS, origin_guard, redact_access_log
 
 __all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
+# Answers and trigger params are small JSON; a client answering with more is refused (413).
+MAX_BODY = 256 * 1024
 
 
-@get("/bidi/", include_in_schema=False)
+@get("/bidi/", media_type="text/html", operation_class=FileOperation)
 async def page() -> File:
+    """The demo page (HTML; its scripts and styles are under ``/bidi/static/``)."""
     return File(STATIC / "bidi.html", content_disposition_type="inline", media_type="text/html")
 
 
-@get("/bidi/events", media_type="text/event-stream")
-async def events(request: Request[Any, Any, Any], state: State) -> Stream:
+@get("/bidi/events", media_type="text/event-stream", raises=errors(403, 409, 429, 503))
+async def events(
+    request: Request[Any, Any, Any],
+    state: State,
+    client_id: FromQuery[str | None] = None,
+    token: FromQuery[str | None] = None,
+) -> Stream:
     """A client's session stream. Reconnect with ``?client_id=&token=`` (or a Bearer header)."""
     correlator: Correlator = state.correlator
-    return correlator.stream(request)
+    return correlator.stream(request, client_id or None)  # it reads the token itself (query or Bearer)
 
 
-@post("/bidi/respond", status_code=200)
+@post(
+    "/bidi/respond",
+    status_code=200,
+    raises=errors(400, 403, 404, 409, 413),
+    operation_class=read_body("application/json", JSONRPC_RESPONSE, "a JSON-RPC 2.0 response object"),
+)
 async def respond(request: Request[Any, Any, Any], state: State) -> dict[str, str]:
-    """Answer a request: a JSON-RPC 2.0 response object, authorised by the session token."""
+    """Answer a request: a JSON-RPC 2.0 response object, authorised by the session token
+    (``Authorization: Bearer``)."""
     correlator: Correlator = state.correlator
     try:
         body = await request.json()
-    except Exception:
-        raise ValidationException("the body must be a JSON-RPC 2.0 response object") from None
+    except ValidationException as exc:
+        raise ValidationException(f"the body must be a JSON-RPC 2.0 response object; {exc.detail}") from None
     rid = correlator.answer(bearer_token(request), body)
     return {"id": rid, "status": "delivered"}
 
 
-@dataclass
-class TriggerBody:
+class TriggerBody(msgspec.Struct, forbid_unknown_fields=True):
     client_id: str
     method: str = "analyze"
     params: Any = None
     timeout_s: float = 30.0
 
 
-@post("/bidi/trigger", status_code=200)
+@post("/bidi/trigger", status_code=200, raises=errors(403, 404, 409, 410, 413, 429, 502, 503, 504))
 async def trigger(data: JSONBody[TriggerBody], state: State) -> dict[str, Any]:
     """Send a request to a connected client and return its answer with the round-trip time."""
     correlator: Correlator = state.correlator
@@ -108,9 +123,16 @@ def create_app(hub: Hub | None = None, *, grace: float = 30.0) -> Litestar:
         # everything in `sse_hubs` before uvicorn waits for open requests): a trigger still
         # waiting then gets a clear 503 at once, not a 500 when uvicorn gives up waiting.
         state=State({"hub": hub, "correlator": correlator, "sse_hubs": [hub, correlator]}),
-        on_startup=[hub.start, correlator.start],
+        on_startup=[redact_access_log, hub.start, correlator.start],
         on_shutdown=[correlator.close, hub.close],
         guards=[origin_guard],
         response_headers=SECURITY_HEADERS,
-        openapi_config=None,
+        exception_handlers=error_handlers(),
+        request_class=JSONRequest,
+        before_send=[complete_allow],
+        request_max_body_size=MAX_BODY,
+        openapi_config=api_docs(
+            "/bidi", "bidi", "Two-way over SSE + POST: the server asks a connected client, the client answers."
+        ),
+        plugins=[STRICT_STRUCTS],
     )

@@ -1,0 +1,204 @@
+"""One error shape for every app: ``{"status_code": int, "detail": str}`` as ``application/json``,
+with ``extra`` when there is more to say (the fields that failed validation, say).
+
+That is what Litestar answers for its own exceptions; this module closes the gaps:
+
+- an error raised by an SSE endpoint (401, 404 before the stream starts) would go out labelled
+  ``text/event-stream``, the handler's media type, which no JSON client reads;
+- a body that is not UTF-8, or JSON nested deeper than the decoder allows, escapes Litestar's
+  JSON decoding as ``UnicodeDecodeError`` / ``RecursionError``: a 500 for the client's mistake;
+- a validation error says only "Validation failed for POST /x"; the reason hides in ``extra``;
+- an unexpected exception is answered 500 but logged nowhere unless the app runs in debug mode;
+- the app's ``response_headers`` (CSP, nosniff...) are not added to error responses.
+
+Every app passes ``exception_handlers=error_handlers()``, ``request_class=JSONRequest`` and
+``before_send=[complete_allow]``, and lists the statuses each handler answers with
+``raises=errors(...)``, so that its OpenAPI schema documents them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.datastructures import MutableScopeHeaders
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    SerializationException,
+    ServiceUnavailableException,
+    TooManyRequestsException,
+    ValidationException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import ExceptionHandlersMap, Message, Scope
+
+from .security import SECURITY_HEADERS
+
+__all__ = [
+    "BadGateway",
+    "Conflict",
+    "GatewayTimeout",
+    "Gone",
+    "JSONRequest",
+    "Unprocessable",
+    "complete_allow",
+    "error_handlers",
+    "error_response",
+    "errors",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Conflict(ClientException):
+    """The request clashes with the current state (already closed, already used, name taken)."""
+
+    status_code = 409
+
+
+class Gone(ClientException):
+    status_code = 410
+
+
+class Unprocessable(ClientException):
+    """Well-formed, but breaks a documented rule (a limit, a required confirmation)."""
+
+    status_code = 422
+
+
+class BadGateway(HTTPException):
+    """The client that was asked answered with an error."""
+
+    status_code = 502
+
+
+class GatewayTimeout(HTTPException):
+    """The client that was asked did not answer in time."""
+
+    status_code = 504
+
+
+# One exception class per status code: Litestar documents several classes of one status as a
+# ``oneOf`` of identical schemas, which no response can match (``oneOf`` means exactly one).
+_BY_STATUS: dict[int, type[HTTPException]] = {
+    cls.status_code: cls
+    for cls in (
+        ValidationException,
+        NotAuthorizedException,
+        PermissionDeniedException,
+        NotFoundException,
+        MethodNotAllowedException,
+        Conflict,
+        Gone,
+        RequestEntityTooLarge,
+        Unprocessable,
+        TooManyRequestsException,
+        BadGateway,
+        ServiceUnavailableException,
+        GatewayTimeout,
+    )
+}
+
+
+def errors(*status_codes: int) -> list[type[HTTPException]]:
+    """``raises=errors(403, 404)``: the error statuses a handler answers, for its OpenAPI schema.
+
+    400 is added by Litestar itself for every handler that takes parameters or a body.
+    """
+    unknown = sorted(set(status_codes) - set(_BY_STATUS))
+    if unknown:
+        raise ValueError(f"no error class for status {unknown}: add one to shared.errors._BY_STATUS")
+    return [_BY_STATUS[code] for code in status_codes]
+
+
+class JSONRequest(Request[Any, Any, Any]):
+    """A request whose ``json()`` answers every undecodable body with a 400 that says why."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except SerializationException as exc:
+            reason = str(exc).removeprefix("JSON is malformed: ")  # msgspec's wording
+            raise ValidationException(f"the body is not valid JSON: {reason}") from None
+        except UnicodeDecodeError as exc:
+            raise ValidationException(f"the body is not valid UTF-8 (byte {exc.start}): JSON must be UTF-8") from None
+        except RecursionError:
+            # msgspec stops at a fixed depth; nothing we accept nests more than a few levels.
+            raise ValidationException("the JSON body is nested too deeply") from None
+
+
+def _explain(exc: ValidationException) -> str:
+    """Litestar's "Validation failed for POST /x", followed by what failed."""
+    reasons: list[str] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        key, message = item.get("key"), str(item.get("message", ""))
+        if key == "data" and message == "'data'":
+            reasons.append("the request body is missing: send a JSON object")
+        elif key and key != "data":
+            reasons.append(f"{key}: {message}")
+        elif message:
+            reasons.append(message)
+    return f"{exc.detail}: {'; '.join(reasons)}" if reasons else exc.detail
+
+
+def _too_large(request: Request[Any, Any, Any]) -> str:
+    """Litestar's bare "Request Entity Too Large", with the limit that was passed."""
+    try:
+        limit = request.route_handler.resolve_request_max_body_size()
+    except (AttributeError, KeyError):
+        limit = None
+    if not limit:
+        return "the request body is too large"
+    size = f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} bytes"
+    return f"the request body is too large: this endpoint takes at most {size}"
+
+
+def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """The JSON answer for any exception: its status and detail, or a logged 500."""
+    if isinstance(exc, HTTPException):
+        status, detail, headers, extra = exc.status_code, exc.detail, exc.headers, exc.extra
+        if isinstance(exc, ValidationException):
+            detail = _explain(exc)
+        elif isinstance(exc, RequestEntityTooLarge) and detail == RequestEntityTooLarge.detail:
+            detail = _too_large(request)
+    else:
+        log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        status, detail, headers, extra = 500, "Internal Server Error", None, None
+    content: dict[str, Any] = {"status_code": status, "detail": detail}
+    if extra is not None:
+        content["extra"] = extra
+    # An app's response_headers never reach an exception's response: add them here.
+    headers = {**SECURITY_HEADERS, **(headers or {})}
+    return Response(content, status_code=status, headers=headers, media_type=MediaType.JSON)
+
+
+async def complete_allow(message: Message, scope: Scope) -> None:
+    """``before_send=[complete_allow]``: list every method of a path in the ``Allow`` of an OPTIONS
+    answer. Litestar 2 lists only those of the first handler registered for the path
+    (litestar-org/litestar#4169, fixed in v3), so ``OPTIONS /basics/interval`` said POST, not GET."""
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+        return
+    handler = scope.get("route_handler")
+    if handler is None:
+        return
+    methods: set[str] = set()
+    for path in handler.paths:
+        methods.update(scope["litestar_app"].route_handler_method_map.get(path, ()))
+    if methods:
+        MutableScopeHeaders.from_message(message)["Allow"] = ", ".join(sorted(methods))
+
+
+def error_handlers() -> ExceptionHandlersMap:
+    """``Litestar(exception_handlers=error_handlers())``; a new dict each time, as Litestar adds to it.
+
+    Litestar picks the most specific class in an exception's MRO, so an app's own handlers
+    (``{**error_handlers(), RuleError: ...}``) still win for their exceptions."""
+    return {HTTPException: error_response, Exception: error_response}
