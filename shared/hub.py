@@ -21,6 +21,7 @@ from typing import Any
 from .backends.base import Backend, Entry, UnknownEventId
 from .backends.memory import MemoryBackend
 from .encoding import encode, encode_comment, encode_json
+from .limits import ConnectionLimiter, WriteWatchdog
 
 __all__ = ["Hub", "HubSettings", "Subscription"]
 
@@ -39,6 +40,14 @@ class HubSettings:
     replay_limit: int = 10_000
     # Sent with the final event at shutdown: reconnect soon, the server is restarting.
     shutdown_retry_ms: int = 1000
+    # A client that stops reading never lags in the log: its stream waits in the server's flow
+    # control for socket buffers that never drain. One write not done in this many seconds ends
+    # the stream and drops the connection (see shared.limits). None: wait forever.
+    write_timeout: float | None = 30.0
+    # Open streams per client address (one more gets 429 + Retry-After); None for no limit.
+    # Loopback clients are exempt unless limit_loopback (see shared.limits.ConnectionLimiter).
+    max_streams_per_client: int | None = 32
+    limit_loopback: bool = False
 
 
 class _Topic:
@@ -216,11 +225,23 @@ class Subscription:
 
 
 class Hub:
-    """Topics with ids, replay and fan-out. Use as ``async with Hub() as hub:`` or start/close."""
+    """Topics with ids, replay and fan-out. Use as ``async with Hub() as hub:`` or start/close.
 
-    def __init__(self, backend: Backend | None = None, settings: HubSettings | None = None) -> None:
+    ``limiter`` caps open streams per client address (pass one to share the cap between hubs);
+    by default each hub makes its own from the settings.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        settings: HubSettings | None = None,
+        *,
+        limiter: ConnectionLimiter | None = None,
+    ) -> None:
         self.backend = backend or MemoryBackend()
-        self.settings = settings or HubSettings()
+        self.settings = s = settings or HubSettings()
+        self.limiter = limiter or ConnectionLimiter(s.max_streams_per_client, limit_loopback=s.limit_loopback)
+        self.watchdog = WriteWatchdog(s.write_timeout)
         self._topics: dict[str, _Topic] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
@@ -234,6 +255,7 @@ class Hub:
         self._started = True
         await self.backend.start()
         self._ticker = asyncio.create_task(self._heartbeats(), name="sse-heartbeat")
+        self.watchdog.start()
 
     async def close(self) -> None:
         """End every open stream (each gets a final ``shutdown`` event) and stop the readers."""
@@ -253,6 +275,7 @@ class Hub:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.watchdog.stop()
         await self.backend.close()
 
     async def __aenter__(self) -> Hub:

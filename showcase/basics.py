@@ -29,7 +29,7 @@ from shared.errors import JSONRequest, complete_allow, error_handlers, errors
 from shared.hub import Hub
 from shared.openapi import STRICT_STRUCTS, FileOperation, api_docs
 from shared.pages import static_router
-from shared.responses import SSE_HEADERS, SSE_MEDIA_TYPE, last_event_id, sse_response
+from shared.responses import SSEStream, last_event_id, sse_response
 from shared.security import SECURITY_HEADERS, origin_guard
 
 __all__ = ["create_app"]
@@ -105,7 +105,8 @@ async def events(
         if not resume.isdigit():
             raise ValidationException("Last-Event-ID must be a number for a counted stream")
         start = int(resume)
-    return Stream(_counted(start, count, pace), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    # SSEStream, like sse_response: the per-client cap and the stuck-write timeout apply here too.
+    return SSEStream(state.hub, _counted(start, count, pace))
 
 
 async def _counted(start: int, count: int, pace: float) -> AsyncIterator[bytes]:

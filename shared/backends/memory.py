@@ -53,6 +53,13 @@ class MemoryBackend(Backend):
             topic = self._topics[name] = _Topic()
         return topic
 
+    def _forget_if_unused(self, name: str, topic: _Topic) -> None:
+        # A topic that never stored an event (only ephemeral ones, as /bidi/'s rpc:<client id>)
+        # and that nobody listens to holds nothing; kept, it would cost ~1.7 KiB per client id
+        # forever. A topic with stored events stays: its seq numbers the next id.
+        if topic.seq == 0 and not topic.listeners and self._topics.get(name) is topic:
+            del self._topics[name]
+
     def _evict(self, topic: _Topic, now: float) -> None:
         log = topic.log
         while len(log) > self.max_events:
@@ -74,6 +81,7 @@ class MemoryBackend(Backend):
         for listener in t.listeners:
             listener.pending.append(entry)
             listener.wake.set()
+        self._forget_if_unused(topic, t)
         return entry
 
     def order_key(self, event_id: str) -> tuple[int, ...]:
@@ -89,7 +97,7 @@ class MemoryBackend(Backend):
             epoch, sep, rest = event_id.partition("-")
             foreign = bool(sep) and rest.isdigit() and len(epoch) == len(self.epoch)
             raise UnknownEventId(event_id, "foreign" if foreign else "unknown") from None
-        t = self._topic(topic)
+        t = self._topics.get(topic) or _Topic()  # reading creates nothing
         self._evict(t, time.monotonic())
         if seq > t.seq:
             raise UnknownEventId(event_id, "unknown")
@@ -125,6 +133,7 @@ class MemoryBackend(Backend):
                     yield batch
         finally:
             t.listeners.discard(listener)
+            self._forget_if_unused(topic, t)
 
     async def start(self) -> None:
         # Startable again after close: tests use one backend across "server restarts" to stand in
