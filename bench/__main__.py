@@ -301,6 +301,8 @@ def correlation(clients_n: int, seconds: float, concurrency: int, rate: float | 
         tpipe, tchild = ctx.Pipe()
         trig = ctx.Process(target=trigger_worker, args=(tchild, port, ids, concurrency, seconds, rate), daemon=True)
         trig.start()
+        if not tpipe.poll(seconds + 120):
+            raise RuntimeError("the trigger process did not report")
         out = tpipe.recv()
         rpipe.send("stop")
         answered = rpipe.recv()
