@@ -22,7 +22,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, FromQuery, JSONBody
 from litestar.response import File, Stream
 
-from shared.correlation import Correlator, bearer_token
+from shared.correlation import Correlator
 from shared.errors import JSONRequest, complete_allow, error_handlers, errors
 from shared.hub import Hub
 from shared.openapi import JSONRPC_RESPONSE, STRICT_STRUCTS, FileOperation, api_docs, read_body
@@ -157,11 +157,7 @@ async def session_respond(request: Request[Any, Any, Any], state: State) -> dict
     """A JSON-RPC response to a confirmation request, authorised by the session token
     (``Authorization: Bearer``)."""
     correlator: Correlator = state.correlator
-    try:
-        body = await request.json()
-    except ValidationException as exc:
-        raise ValidationException(f"the body must be a JSON-RPC 2.0 response object; {exc.detail}") from None
-    return {"id": correlator.answer(bearer_token(request), body), "status": "delivered"}
+    return {"id": await correlator.answer_request(request), "status": "delivered"}
 
 
 def control_token(app: Litestar) -> str:

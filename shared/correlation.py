@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from litestar import Request
-from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
 from litestar.response import Stream
 
 from . import jsonrpc
@@ -358,6 +358,14 @@ class Correlator:
         else:
             pending.future.set_result(ans.result)
         return ans.id
+
+    async def answer_request(self, request: Request[Any, Any, Any]) -> str:
+        """:meth:`answer` for a POST handler: the body as JSON, the token from ``Authorization``."""
+        try:
+            body = await request.json()
+        except ValidationException as exc:
+            raise ValidationException(f"the body must be a JSON-RPC 2.0 response object; {exc.detail}") from None
+        return self.answer(bearer_token(request), body)
 
     # -- lifetime -----------------------------------------------------------------------------
 

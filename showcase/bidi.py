@@ -21,7 +21,7 @@ from litestar.params import FromQuery, JSONBody
 from litestar.response import File, Stream
 
 from shared import jsonrpc
-from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient, bearer_token
+from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient
 from shared.errors import JSONRequest, complete_allow, error_handlers, errors
 from shared.hub import Hub
 from shared.openapi import JSONRPC_RESPONSE, STRICT_STRUCTS, FileOperation, api_docs, read_body
@@ -63,11 +63,7 @@ async def respond(request: Request[Any, Any, Any], state: State) -> dict[str, st
     """Answer a request: a JSON-RPC 2.0 response object, authorised by the session token
     (``Authorization: Bearer``)."""
     correlator: Correlator = state.correlator
-    try:
-        body = await request.json()
-    except ValidationException as exc:
-        raise ValidationException(f"the body must be a JSON-RPC 2.0 response object; {exc.detail}") from None
-    rid = correlator.answer(bearer_token(request), body)
+    rid = await correlator.answer_request(request)
     return {"id": rid, "status": "delivered"}
 
 
