@@ -12,11 +12,10 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.response import File
 
-from shared.errors import JSONRequest, complete_allow, error_handlers
+from shared.apps import app_defaults
 from shared.hub import Hub, HubSettings
-from shared.openapi import STRICT_STRUCTS, FileOperation, api_docs
+from shared.openapi import FileOperation
 from shared.pages import static_router
-from shared.security import SECURITY_HEADERS, origin_guard
 
 from . import routes_files, routes_messages, routes_rooms, routes_session, routes_streams
 from .backend import SqliteBackend
@@ -100,17 +99,14 @@ def create_app(
             static_router("/chat", STATIC, name="chat-static"),
         ],
         dependencies={"user": Provide(current_user)},
-        exception_handlers={**error_handlers(), RuleError: _rule_error, sqlite3.OperationalError: _database_error},
-        request_class=JSONRequest,
-        before_send=[complete_allow],
         state=State({"chat": chat, "sse_hubs": [hub]}),
         on_startup=[db.open, hub.start, chat.store.init],
         on_shutdown=[chat.presence.close, hub.close, db.close],
-        guards=[origin_guard],
-        response_headers=SECURITY_HEADERS,
-        request_max_body_size=MAX_JSON_BODY,
-        openapi_config=api_docs(
-            "/chat", "chat", "Rooms, history, presence, typing, reactions and files over SSE + POST."
+        **app_defaults(
+            "/chat",
+            "chat",
+            "Rooms, history, presence, typing, reactions and files over SSE + POST.",
+            max_body=MAX_JSON_BODY,
+            exception_handlers={RuleError: _rule_error, sqlite3.OperationalError: _database_error},
         ),
-        plugins=[STRICT_STRUCTS],
     )

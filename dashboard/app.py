@@ -22,13 +22,14 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, FromQuery, JSONBody
 from litestar.response import File, Stream
 
+from shared.apps import app_defaults
 from shared.correlation import Correlator
-from shared.errors import JSONRequest, complete_allow, error_handlers, errors
+from shared.errors import errors
 from shared.hub import Hub
-from shared.openapi import JSONRPC_RESPONSE, STRICT_STRUCTS, FileOperation, api_docs, read_body
+from shared.openapi import JSONRPC_RESPONSE, FileOperation, read_body
 from shared.pages import static_router, vendor_router
 from shared.responses import last_event_id, sse_response
-from shared.security import SECURITY_HEADERS, origin_guard, redact_access_log
+from shared.security import redact_access_log
 
 from .actions import parse_command
 from .alerts import Rule
@@ -217,16 +218,9 @@ def create_app(
         ),
         on_startup=[redact_access_log, hub.start, correlator.start, audit.start, sampler.start],
         on_shutdown=[sampler.stop, correlator.close, audit.stop, hub.close],
-        guards=[origin_guard],
-        response_headers=SECURITY_HEADERS,
-        exception_handlers=error_handlers(),
-        request_class=JSONRequest,
-        before_send=[complete_allow],
-        request_max_body_size=MAX_BODY,
-        openapi_config=api_docs(
-            "/dashboard", "dashboard", "Live system metrics over SSE, with guarded control actions."
+        **app_defaults(
+            "/dashboard", "dashboard", "Live system metrics over SSE, with guarded control actions.", max_body=MAX_BODY
         ),
-        plugins=[STRICT_STRUCTS],
     )
 
 

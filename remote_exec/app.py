@@ -29,13 +29,14 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import File, Stream
 
+from shared.apps import app_defaults
 from shared.backends.memory import MemoryBackend
 from shared.encoding import encode_json
-from shared.errors import JSONRequest, complete_allow, error_handlers, errors
-from shared.openapi import STRICT_STRUCTS, FileOperation, api_docs
+from shared.errors import errors
+from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
 from shared.responses import SSE_HEADERS, SSE_MEDIA_TYPE, last_event_id, sse_response
-from shared.security import SECURITY_HEADERS, new_token, origin_guard
+from shared.security import new_token
 
 from .auth import COOKIE, SESSION_TTL_S, Auth, Principal, clean_name, operator_guard, viewer_guard
 from .policy import Policy, PolicyRefusal
@@ -547,16 +548,12 @@ def create_app(
         state=State({"exec_app": ex, "exec_auth": auth, "sse_hubs": [hub]}),
         on_startup=[open_store, hub.start],
         on_shutdown=[runner.shutdown, hub.close, store.close],
-        guards=[origin_guard],
-        response_headers=SECURITY_HEADERS,
-        exception_handlers=error_handlers(),
-        request_class=JSONRequest,
-        before_send=[complete_allow],
-        request_max_body_size=MAX_BODY,
-        openapi_config=api_docs(
-            "/exec", "remote_exec", "Run commands, stream their output over SSE, send input and signals."
+        **app_defaults(
+            "/exec",
+            "remote_exec",
+            "Run commands, stream their output over SSE, send input and signals.",
+            max_body=MAX_BODY,
         ),
-        plugins=[STRICT_STRUCTS],
     )
 
 

@@ -24,13 +24,13 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromQuery, JSONBody
 from litestar.response import File, Stream
 
+from shared.apps import app_defaults
 from shared.encoding import encode, encode_json
-from shared.errors import JSONRequest, complete_allow, error_handlers, errors
+from shared.errors import errors
 from shared.hub import Hub
-from shared.openapi import STRICT_STRUCTS, FileOperation, api_docs
+from shared.openapi import FileOperation
 from shared.pages import static_router
 from shared.responses import SSEStream, last_event_id, sse_response
-from shared.security import SECURITY_HEADERS, origin_guard
 
 __all__ = ["create_app"]
 
@@ -150,12 +150,7 @@ def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> Litestar:
         state=State({"hub": hub, "ticker": ticker, "sse_hubs": [hub]}),
         on_startup=[hub.start, ticker.start],
         on_shutdown=[ticker.stop, hub.close],
-        guards=[origin_guard],
-        response_headers=SECURITY_HEADERS,
-        exception_handlers=error_handlers(),
-        request_class=JSONRequest,
-        before_send=[complete_allow],
-        request_max_body_size=MAX_BODY,
-        openapi_config=api_docs("/basics", "basics", "Numbered ticks over SSE, resumable with Last-Event-ID."),
-        plugins=[STRICT_STRUCTS],
+        **app_defaults(
+            "/basics", "basics", "Numbered ticks over SSE, resumable with Last-Event-ID.", max_body=MAX_BODY
+        ),
     )

@@ -21,12 +21,13 @@ from litestar.params import FromQuery, JSONBody
 from litestar.response import File, Stream
 
 from shared import jsonrpc
+from shared.apps import app_defaults
 from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient
-from shared.errors import JSONRequest, complete_allow, error_handlers, errors
+from shared.errors import errors
 from shared.hub import Hub
-from shared.openapi import JSONRPC_RESPONSE, STRICT_STRUCTS, FileOperation, api_docs, read_body
+from shared.openapi import JSONRPC_RESPONSE, FileOperation, read_body
 from shared.pages import static_router
-from shared.security import SECURITY_HEADERS, origin_guard, redact_access_log
+from shared.security import redact_access_log
 
 __all__ = ["create_app"]
 
@@ -121,14 +122,10 @@ def create_app(hub: Hub | None = None, *, grace: float = 30.0) -> Litestar:
         state=State({"hub": hub, "correlator": correlator, "sse_hubs": [hub, correlator]}),
         on_startup=[redact_access_log, hub.start, correlator.start],
         on_shutdown=[correlator.close, hub.close],
-        guards=[origin_guard],
-        response_headers=SECURITY_HEADERS,
-        exception_handlers=error_handlers(),
-        request_class=JSONRequest,
-        before_send=[complete_allow],
-        request_max_body_size=MAX_BODY,
-        openapi_config=api_docs(
-            "/bidi", "bidi", "Two-way over SSE + POST: the server asks a connected client, the client answers."
+        **app_defaults(
+            "/bidi",
+            "bidi",
+            "Two-way over SSE + POST: the server asks a connected client, the client answers.",
+            max_body=MAX_BODY,
         ),
-        plugins=[STRICT_STRUCTS],
     )
