@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import importlib
 import ipaddress
 import logging
+import os
+import pickle
+import signal
 import socket
+import sys
+import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -25,7 +33,26 @@ from .hub import Hub
 from .limits import ABORT_CONNECTION
 from .security import redact_access_log
 
-__all__ = ["SEND_BUFFER", "Server", "app_hubs", "base_parser", "check_bind", "make_config", "serve"]
+__all__ = [
+    "BACKEND_ENV",
+    "SEND_BUFFER",
+    "Server",
+    "app_hubs",
+    "base_parser",
+    "check_bind",
+    "check_workers",
+    "make_config",
+    "run_from_args",
+    "serve",
+    "serve_build",
+    "worker_app",
+]
+
+# The backend URL when --backend is not given, e.g. redis://127.0.0.1:6379/0.
+BACKEND_ENV = "SSE_BACKEND"
+# How a worker process learns which app to build, and with which arguments (see serve_build).
+_BUILD_ENV = "SSE_WORKER_BUILD"
+_ARGS_ENV = "SSE_WORKER_ARGS"
 
 # Kernel send buffer per connection. Linux otherwise grows it up to 4 MiB for a client that
 # stopped reading: a thousand such clients pin gigabytes of kernel memory, and a stuck write
@@ -63,10 +90,12 @@ class Server(uvicorn.Server):
         self.loop: asyncio.AbstractEventLoop | None = None  # the serving loop, once started
         # client (host, port) -> connection, rebuilt on a miss: the watchdog may drop a thousand
         # connections in one sweep, and a scan of every connection for each would be quadratic.
-        self._by_client: weakref.WeakValueDictionary[Any, Any] = weakref.WeakValueDictionary()
+        # Made in startup: with --workers the Server is pickled into each worker, a weakref not.
+        self._by_client: weakref.WeakValueDictionary[Any, Any] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
+        self._by_client = weakref.WeakValueDictionary()
         # uvicorn copies the lifespan state into every request's scope["state"].
         self.lifespan.state[ABORT_CONNECTION] = self.abort_connection
         await super().startup(sockets)
@@ -89,7 +118,7 @@ class Server(uvicorn.Server):
             return False
         client = tuple(client)
         connections = self.server_state.connections
-        conn = self._by_client.get(client)
+        conn = self._by_client.get(client) if self._by_client is not None else None
         if conn is None or conn not in connections or getattr(conn, "client", None) != client:
             self._by_client = weakref.WeakValueDictionary(
                 (getattr(c, "client", None), c) for c in connections if getattr(c, "client", None)
@@ -101,8 +130,18 @@ class Server(uvicorn.Server):
         transport.abort()
         return True
 
+    def served_app(self) -> Any:
+        """The app this server runs: given, or (in a worker) the one uvicorn built, unwrapped
+        from uvicorn's middlewares."""
+        app = self._app if self._app is not None else getattr(self.config, "loaded_app", None)
+        for _ in range(10):
+            if app is None or hasattr(app, "state"):
+                break
+            app = getattr(app, "app", None)
+        return app
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        hubs = app_hubs(self._app)
+        hubs = app_hubs(self.served_app())
         await asyncio.gather(*(hub.close() for hub in hubs), return_exceptions=True)
         await super().shutdown(sockets)
 
@@ -141,15 +180,132 @@ def base_parser(prog: str, description: str, default_port: int = 8000) -> argpar
     parser.add_argument("--port", type=int, default=default_port, help=f"port (default: {default_port})")
     parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="where SQLite files go (default: ./.data)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    parser.add_argument(
+        "--backend",
+        default=os.environ.get(BACKEND_ENV) or "memory://",
+        help=f"where topics live: memory:// (default, one process) or redis://host:port/db (default: ${BACKEND_ENV})",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default: 1); more than one needs --backend redis://"
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
 
+def check_workers(workers: int, backend: str) -> None:
+    """Refuse several workers on a backend that lives inside one process."""
+    if workers < 1:
+        raise SystemExit(f"--workers must be at least 1, not {workers}")
+    if workers > 1 and urlsplit(backend or "memory://").scheme == "memory":
+        raise SystemExit(
+            f"refusing --workers {workers} with the memory backend: it keeps every topic, presence list and "
+            "pending request inside one process, so clients of different workers would not see each other's "
+            "events and a reconnect to another worker would lose its place. Run one worker, or share a Redis: "
+            "--backend redis://127.0.0.1:6379/0 (or set SSE_BACKEND)."
+        )
+
+
 def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ()) -> None:
+    """Serve an already built app in this process (one worker)."""
     check_bind(args.host, args.allow_remote)
+    check_workers(getattr(args, "workers", 1), getattr(args, "backend", "memory://"))
+    if getattr(args, "workers", 1) > 1:
+        raise SystemExit("this app cannot run several workers yet")
     for line in extra:
         print(line, flush=True)
     try:
         serve(app, args.host, args.port, log_level=args.log_level)
     except KeyboardInterrupt:
         pass  # a second Ctrl-C during shutdown: uvicorn already said what it was doing
+
+
+Build = Callable[[argparse.Namespace], Any]
+
+
+def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = ()) -> None:
+    """Serve ``build(args)``, in this process or in ``args.workers`` worker processes.
+
+    ``build`` must be a module-level function: each worker imports it and calls it with the same
+    ``args`` (so resolve anything random, like a generated token, into ``args`` before calling).
+    The workers share one listening socket (uvicorn's supervisor restarts a worker that dies).
+    """
+    check_bind(args.host, args.allow_remote)
+    workers = getattr(args, "workers", 1)
+    check_workers(workers, getattr(args, "backend", "memory://"))
+    if workers == 1:
+        run_from_args(build(args), args, extra)
+        return
+    module = build.__module__
+    if module == "__main__":  # `python -m chat`: the workers import it by its real name
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    os.environ[_BUILD_ENV] = f"{module}:{build.__qualname__}"
+    # Only this process and its children read it; Namespace values (Path, str, int) pickle as is.
+    os.environ[_ARGS_ENV] = base64.b64encode(pickle.dumps(args)).decode()
+    config = make_config(
+        "shared.server:worker_app", args.host, args.port, factory=True, workers=workers, log_level=args.log_level
+    )
+    for line in extra:
+        print(line, flush=True)
+    _supervise(config, workers)
+
+
+def _supervise(config: uvicorn.Config, workers: int) -> None:
+    """Run ``workers`` processes of our :class:`Server` on one socket; restart any that dies.
+
+    uvicorn's own supervisor would run its plain ``Server`` in the workers, which waits for open
+    streams at shutdown instead of ending them.
+    """
+    from uvicorn._subprocess import get_subprocess
+
+    sock = config.bind_socket()
+    server = Server(config, None)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    procs = [get_subprocess(config, target=server.run, sockets=[sock]) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    log.info("started %d workers: %s", workers, [p.pid for p in procs])
+    started = [time.monotonic()] * workers
+    quick_deaths = 0
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for i, proc in enumerate(procs):
+                if proc.is_alive() or stopping:
+                    continue
+                log.warning("worker %s exited with %s; starting another", proc.pid, proc.exitcode)
+                # A worker that cannot even start (bad config, port, backend) would loop forever.
+                quick_deaths = quick_deaths + 1 if time.monotonic() - started[i] < 5 else 0
+                if quick_deaths >= 3 * workers:
+                    raise SystemExit("workers keep exiting at start; see the errors above")
+                procs[i] = get_subprocess(config, target=server.run, sockets=[sock])
+                procs[i].start()
+                started[i] = time.monotonic()
+    finally:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)  # each worker ends its streams, then exits
+        deadline = time.monotonic() + 10
+        for proc in procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+        sock.close()
+
+
+def worker_app() -> Any:
+    """uvicorn's app factory in each worker of :func:`serve_build`."""
+    target, args_b64 = os.environ.get(_BUILD_ENV), os.environ.get(_ARGS_ENV)
+    if not target or not args_b64:
+        raise RuntimeError(f"worker_app needs ${_BUILD_ENV} and ${_ARGS_ENV} (set by shared.server.serve_build)")
+    module, _, name = target.partition(":")
+    build: Build = getattr(importlib.import_module(module), name)
+    args = pickle.loads(base64.b64decode(args_b64))  # written by our own parent process
+    return build(args)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
 import remote_exec
-from shared.server import base_parser, run_from_args
+from shared.mount import Mounts
+from shared.security import new_token
+from shared.server import base_parser, serve_build
 
 from .app import Settings, create_app, login_lines
 
 
 def main() -> None:
     parser = base_parser("showcase", "Serve every app and demo of the project from one process.")
-    parser.add_argument("--backend", default=None, help="hub backend URL (default: memory://)")
     parser.add_argument(
         "--exec-token", default=None, help=f"remote exec operator token (default: ${remote_exec.TOKEN_ENV} or random)"
     )
@@ -31,6 +33,25 @@ def main() -> None:
         help="dashboard control token (default: $DASHBOARD_CONTROL_TOKEN or random)",
     )
     args = parser.parse_args()
+    args.exec_token = remote_exec.token_from_env(args.exec_token)
+    generated = {"exec": False, "dashboard": False}
+    if args.workers > 1:
+        # Made here, once: every worker builds the app from these same args, and must agree.
+        if args.exec_token is None:
+            args.exec_token, generated["exec"] = new_token(), True
+        if args.dashboard_token is None:
+            args.dashboard_token, generated["dashboard"] = new_token(), True
+    app = build(args)  # also checks the policy before any worker starts
+    if generated["exec"] and (exec_app := app.app_at("/exec")) is not None:
+        exec_app.state.exec_app.token_generated = True  # so login_lines prints it
+    if generated["dashboard"] and (dash_app := app.app_at("/dashboard")) is not None:
+        dash_app.state.control_token_generated = True
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}"))
+
+
+def build(args: argparse.Namespace) -> Mounts:
+    """The app for ``args``; each worker process calls it."""
     try:
         policy = remote_exec.Policy.load(args.exec_policy) if args.exec_policy else remote_exec.Policy.default()
     except remote_exec.PolicyError as exc:
@@ -38,13 +59,11 @@ def main() -> None:
     settings = Settings(
         data_dir=args.data_dir,
         backend_url=args.backend,
-        exec_token=remote_exec.token_from_env(args.exec_token),
+        exec_token=args.exec_token,
         exec_policy=policy,
         dashboard_token=args.dashboard_token,
     )
-    app = create_app(settings)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    run_from_args(app, args, login_lines(app, f"http://{host}:{args.port}"))
+    return create_app(settings)
 
 
 if __name__ == "__main__":

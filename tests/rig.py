@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -124,14 +125,31 @@ def read_events(
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on a free port; no persistence."""
+    """A throwaway ``redis-server`` on a free port; no persistence unless ``aof_dir`` is given.
 
-    def __init__(self) -> None:
+    With ``aof_dir``, every write is fsynced to an append-only file there before Redis answers
+    (``appendfsync always``), the setting under which "acknowledged" survives a ``kill -9`` of
+    Redis: :meth:`kill` then :meth:`start` again on the same port keeps the data.
+    """
+
+    def __init__(self, aof_dir: Path | None = None) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        if aof_dir is None:
+            self._cmd += ["--appendonly", "no"]
+        else:
+            aof_dir.mkdir(parents=True, exist_ok=True)
+            self._cmd += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(aof_dir)]
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no final save; clients see connections reset."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
