@@ -135,6 +135,11 @@ class Router:
         )
         return dict(zip(names, results, strict=True))
 
+    @property
+    def alone(self) -> bool:
+        """True when no other instance can exist: the backend lives inside this process."""
+        return not self.hub.backend.spans_processes
+
     def peers(self) -> dict[str, Peer]:
         """Instances heard from within three beats, this one first."""
         cutoff = time.monotonic() - 3 * self.beat
@@ -262,8 +267,9 @@ class Router:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._announce("bye"), 1.0)
+        if not self.hub.closing:  # else the backend is going or gone; peers time us out instead
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._announce("bye"), 1.0)
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(

@@ -24,12 +24,11 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import uvicorn
 
-from .hub import Hub
 from .limits import ABORT_CONNECTION
 from .security import redact_access_log
 
@@ -63,15 +62,28 @@ SEND_BUFFER = 256 * 1024
 log = logging.getLogger(__name__)
 
 
-def app_hubs(app: Any) -> list[Hub]:
-    """Hubs an app declares in ``app.state.sse_hubs`` (or its mounted apps do)."""
-    hubs: list[Hub] = []
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+def app_hubs(app: Any) -> list[list[Closable]]:
+    """What each app (and each app it mounts) declares in ``app.state.sse_hubs``: hubs, and other
+    things with ``close()`` that must go first (routers, correlators), in the order to close them."""
+    groups: list[list[Closable]] = []
     for child in getattr(app, "mounted_apps", list)():
-        hubs.extend(app_hubs(child))
+        groups.extend(app_hubs(child))
     state = getattr(app, "state", None)
-    if state is not None:
-        hubs.extend(getattr(state, "sse_hubs", None) or [])
-    return hubs
+    if state is not None and getattr(state, "sse_hubs", None):
+        groups.append(list(state.sse_hubs))
+    return groups
+
+
+async def _close_in_order(items: list[Closable]) -> None:
+    for item in items:
+        try:
+            await item.close()
+        except Exception:
+            log.exception("closing %r failed", item)
 
 
 class Server(uvicorn.Server):
@@ -141,8 +153,9 @@ class Server(uvicorn.Server):
         return app
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        hubs = app_hubs(self.served_app())
-        await asyncio.gather(*(hub.close() for hub in hubs), return_exceptions=True)
+        # Apps side by side; within an app, in the order it listed (a router says goodbye
+        # through its hub, so it goes first).
+        await asyncio.gather(*(_close_in_order(group) for group in app_hubs(self.served_app())))
         await super().shutdown(sockets)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import remote_exec
 from shared.mount import Mounts
 from shared.security import new_token
-from shared.server import base_parser, serve_build
+from shared.server import base_parser, check_workers, serve_build
 
 from .app import Settings, create_app, login_lines
 
@@ -33,6 +33,7 @@ def main() -> None:
         help="dashboard control token (default: $DASHBOARD_CONTROL_TOKEN or random)",
     )
     args = parser.parse_args()
+    check_workers(args.workers, args.backend)  # before anything is built
     args.exec_token = remote_exec.token_from_env(args.exec_token)
     generated = {"exec": False, "dashboard": False}
     if args.workers > 1:

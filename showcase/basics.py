@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,14 @@ from litestar.params import FromQuery, JSONBody
 from litestar.response import File, Stream
 
 from shared.apps import app_defaults
+from shared.backends import BackendUnavailable
 from shared.encoding import encode, encode_json
 from shared.errors import errors
 from shared.hub import Hub
 from shared.openapi import FileOperation
 from shared.pages import static_router
 from shared.responses import SSEStream, last_event_id, sse_response
+from shared.routing import Router
 
 __all__ = ["create_app"]
 
@@ -41,21 +43,52 @@ MAX_BODY = 16 * 1024  # the one body here is {"seconds": s}
 
 @dataclass(slots=True)
 class Ticker:
+    """One ticker for everybody. With several instances (workers or hosts on one Redis) they all
+    run one, but only the leader (the smallest live instance id) publishes; the others follow the
+    count, so a new leader carries on where the old one stopped."""
+
     hub: Hub
+    router: Router
     interval: float = 1.0
     seq: int = 0
-    task: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
     changed: asyncio.Event | None = None
+    since: float = 0.0
 
     async def start(self) -> None:
         self.changed = asyncio.Event()
-        self.task = asyncio.create_task(self._run(), name="basics-ticker")
+        self.since = time.monotonic()
+        self.router.handle("basics.interval", self._interval_from_peer)
+        self.tasks = [
+            asyncio.create_task(self._run(), name="basics-ticker"),
+            asyncio.create_task(self._follow(), name="basics-follow"),
+        ]
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+                await task
+
+    def leads(self) -> bool:
+        if self.router.alone:
+            return True
+        # Wait to hear from the others before claiming the lead, or a starting instance would
+        # tick alongside the leader for a moment.
+        settled = time.monotonic() - self.since > 1.5 * self.router.beat
+        return settled and min(self.router.peers()) == self.router.instance
+
+    async def _interval_from_peer(self, seconds: Any) -> float:
+        self.set_interval(float(seconds))
+        return self.interval
+
+    async def _follow(self) -> None:
+        """Keep ``seq`` at the newest published tick, whoever published it."""
+        async for batch in self.hub.backend.listen(TOPIC, None):
+            for entry in batch:
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    self.seq = max(self.seq, int(json.loads(entry.data)["n"]))
 
     def set_interval(self, seconds: float) -> None:
         self.interval = seconds
@@ -69,8 +102,10 @@ class Ticker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), self.interval)
                 continue
-            self.seq += 1
-            await self.hub.publish_json(TOPIC, {"n": self.seq, "t": time.time()}, event="tick")
+            if self.leads():
+                self.seq += 1
+                with contextlib.suppress(BackendUnavailable):  # skip a tick while Redis is away
+                    await self.hub.publish_json(TOPIC, {"n": self.seq, "t": time.time()}, event="tick")
 
 
 def _ticker(state: State) -> Ticker:
@@ -127,7 +162,9 @@ async def set_interval(data: JSONBody[IntervalBody], state: State) -> dict[str, 
     """Change how often the shared ticker publishes (0.05 to 60 seconds)."""
     if not 0.05 <= data.seconds <= 60:
         raise ValidationException("seconds must be between 0.05 and 60")
-    _ticker(state).set_interval(data.seconds)
+    ticker = _ticker(state)
+    ticker.set_interval(data.seconds)
+    await ticker.router.call_all("basics.interval", data.seconds)  # every instance, for the next leader
     return {"seconds": data.seconds}
 
 
@@ -138,7 +175,8 @@ async def get_interval(state: State) -> dict[str, float]:
 
 def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> Litestar:
     hub = hub or Hub()
-    ticker = Ticker(hub, interval)
+    router = Router(hub, "basics")
+    ticker = Ticker(hub, router, interval)
     return Litestar(
         route_handlers=[
             page,
@@ -147,9 +185,9 @@ def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> Litestar:
             get_interval,
             static_router("/basics", STATIC, name="basics-static"),
         ],
-        state=State({"hub": hub, "ticker": ticker, "sse_hubs": [hub]}),
-        on_startup=[hub.start, ticker.start],
-        on_shutdown=[ticker.stop, hub.close],
+        state=State({"hub": hub, "ticker": ticker, "sse_hubs": [router, hub]}),
+        on_startup=[hub.start, router.start, ticker.start],
+        on_shutdown=[ticker.stop, router.close, hub.close],
         **app_defaults(
             "/basics", "basics", "Numbered ticks over SSE, resumable with Last-Event-ID.", max_body=MAX_BODY
         ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 __all__ = ["Backend", "BackendUnavailable", "Entry", "ResetReason", "UnknownEventId"]
 
@@ -41,6 +41,10 @@ class BackendUnavailable(ConnectionError):
 
 class Backend(ABC):
     """Where topics live. Implementations: ``memory://`` (default) and ``redis://``."""
+
+    # Whether other processes can see this backend's topics (Redis: yes; in-process ones: no).
+    # With False, an app knows it is the only instance and needs no election or routing.
+    spans_processes: ClassVar[bool] = False
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections; called once before use."""

@@ -170,6 +170,8 @@ class RedisBackend(Backend):
     RETRY_MIN: ClassVar[float] = 0.05
     RETRY_MAX: ClassVar[float] = 2.0
 
+    spans_processes = True
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
@@ -352,6 +354,9 @@ class RedisBackend(Backend):
     # -- publishing and history ----------------------------------------------------------------
 
     async def append(self, topic: str, data: str, event: str | None = None, *, ephemeral: bool = False) -> Entry:
+        if self._closed:
+            # Not a new connection pool behind close()'s back: nothing would ever close it.
+            raise BackendUnavailable(f"the Redis backend for {self._where} is closed")
         self._client()
         extra = [event] if event is not None else []
         try:
