@@ -10,6 +10,15 @@ Delivery is at-least-once with dedupe by id: a stream (re)opening first gets eve
 pending for its client, then live ones, so a request sent while the client was briefly away is
 delivered when it comes back. A client away longer than the grace period is gone: its pending
 requests fail at once with :class:`ClientGone`.
+
+On several instances (workers or hosts on one Redis), give the correlator a
+:class:`~shared.routing.Router`. A session lives on the instance its stream opened on (its
+*holder*); a request for a client held elsewhere is forwarded to the holder, which sends it and
+waits for the answer as for any local client, and sends the outcome back. Request ids start with
+the id of the instance that waits (``<instance>.<hex>``), so an answer POSTed to any instance is
+routed there, with the same 400/403/404/409 outcomes. A client id held by one instance is
+refused on another without its token (409); with it, the session moves (token and pending
+requests), and the requests already sent are still answered where they wait.
 """
 
 from __future__ import annotations
@@ -17,15 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from litestar import Request
-from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException, ValidationException
 from litestar.response import Stream
 
 from . import jsonrpc
@@ -33,6 +43,9 @@ from .encoding import encode, encode_json
 from .hub import Hub, Subscription
 from .responses import sse_response
 from .security import tokens_equal
+
+if TYPE_CHECKING:
+    from .routing import Router
 
 __all__ = [
     "AnswerRejected",
@@ -44,7 +57,15 @@ __all__ = [
     "UnknownClient",
 ]
 
+log = logging.getLogger(__name__)
+
+_HEX = set("0123456789abcdef")
 _CLIENT_ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# A forwarded request waits this much longer than its own timeout for the holder's verdict, so
+# the holder's "timed out" (with its cancel to the client) arrives before the caller gives up.
+_FORWARD_MARGIN = 3.0
+# How long a lookup of the instance holding a client may take before it counts as "nobody".
+_LOOKUP_TIMEOUT = 2.0
 
 
 class RequestTimeout(TimeoutError):
@@ -79,6 +100,11 @@ class Session:
     away_since: float | None = field(default_factory=time.monotonic)
     pending: dict[str, _Pending] = field(default_factory=dict)
     expiry: asyncio.TimerHandle | None = None
+    # Requests of this client that wait on another instance (the session moved here after they
+    # were sent): id -> message, re-sent on each (re)connect until their deadline.
+    inherited: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The instance the session moved to; its stream is there now, on the same topic.
+    moved_to: str | None = None
 
     @property
     def topic(self) -> str:
@@ -88,7 +114,7 @@ class Session:
 @dataclass(eq=False)
 class _Pending:
     id: str
-    client_id: str
+    session: Session
     message: dict[str, Any]
     deadline: float  # time.time(), sent to the client
     future: asyncio.Future[Any]
@@ -98,7 +124,11 @@ Outcome = Literal["answered", "timed out", "cancelled", "client gone"]
 
 
 class Correlator:
-    """Sessions and pending requests of one app. ``start()``/``close()`` with the app's lifespan."""
+    """Sessions and pending requests of one app. ``start()``/``close()`` with the app's lifespan.
+
+    ``router`` (optional) connects the instances of the app: see the module's docstring. It is
+    started and closed by its owner: start it after :meth:`start`, close it after :meth:`close`.
+    """
 
     def __init__(
         self,
@@ -110,6 +140,7 @@ class Correlator:
         max_pending_per_client: int = 100,
         max_sessions: int = 10_000,
         remember: int = 10_000,
+        router: Router | None = None,
     ) -> None:
         self.hub = hub
         self.grace = grace
@@ -119,15 +150,37 @@ class Correlator:
         self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
         self._pending: dict[str, _Pending] = {}
-        # Finished request ids -> (client id, outcome), so a late or second answer gets 409, not 404.
-        self._finished: OrderedDict[str, tuple[str, Outcome]] = OrderedDict()
+        # Finished request ids -> (session, outcome), so a late or second answer gets 409, not 404.
+        self._finished: OrderedDict[str, tuple[Session, Outcome]] = OrderedDict()
         self._remember = remember
         self._closed = False
+        self.router = router
+        self._id_prefix = ""
+        self._where: dict[str, str] = {}  # client id -> the instance last seen holding it
+        self._serving = 0  # requests forwarded here by other instances, still waiting
+        self._background: set[asyncio.Future[bool]] = set()
+        if router is not None:
+            self._id_prefix = router.instance + "."
+            for method, fn in {
+                "rpc.request": self._serve_request,
+                "rpc.answer": self._serve_answer,
+                "rpc.cancel": self._serve_cancel,
+                "rpc.notify": self._serve_notify,
+                "rpc.holds": self._serve_holds,
+                "rpc.claim": self._serve_claim,
+                "rpc.sessions": self._serve_sessions,
+            }.items():
+                router.handle(method, fn)
+
+    @property
+    def instance(self) -> str | None:
+        """This instance's id when there is a router, else ``None``."""
+        return None if self.router is None else self.router.instance
 
     # -- sessions -----------------------------------------------------------------------------
 
     def sessions(self) -> list[dict[str, Any]]:
-        """Connected and briefly-away clients, for pages that list them."""
+        """Connected and briefly-away clients of this instance, for pages that list them."""
         now = time.monotonic()
         return [
             {
@@ -135,35 +188,39 @@ class Correlator:
                 "connected": s.stream is not None,
                 "away_s": None if s.away_since is None else round(now - s.away_since, 1),
                 "pending": len(s.pending),
+                "instance": self.instance,
             }
             for s in self._sessions.values()
         ]
 
+    async def all_sessions(self) -> list[dict[str, Any]]:
+        """:meth:`sessions` of every instance (``instance`` says which holds each client).
+        An instance that does not answer in time is left out."""
+        if self.router is None:
+            return self.sessions()
+        everyone = await self.router.call_all("rpc.sessions", timeout=_LOOKUP_TIMEOUT)
+        found: list[dict[str, Any]] = []
+        for name, listed in everyone.items():
+            if isinstance(listed, BaseException):
+                log.warning("instance %s did not list its clients: %s", name, listed)
+            else:
+                found.extend(listed)
+        return found
+
     def has_session(self, client_id: str) -> bool:
-        """Whether ``client_id`` is connected or briefly away (requests to it will be delivered)."""
+        """Whether ``client_id`` is connected or briefly away *on this instance*."""
         return client_id in self._sessions
 
     def open_session(self, client_id: str | None, token: str | None) -> Session:
-        """Claim ``client_id`` (new, or taken over with its token); ``None`` picks a fresh id."""
+        """Claim ``client_id`` on this instance (new, or taken over with its token); ``None``
+        picks a fresh id. See :meth:`claim_session` for the check across instances."""
         if self._closed:
             raise HTTPException(status_code=503, detail="server is shutting down", headers={"Retry-After": "1"})
-        if client_id is not None and (not 1 <= len(client_id) <= 64 or not set(client_id) <= _CLIENT_ID_OK):
-            raise HTTPException(
-                status_code=400, detail="client_id must be 1-64 characters of letters, digits, '-', '_' or '.'"
-            )
+        _check_client_id(client_id)
         cid = client_id or uuid.uuid4().hex[:12]
         session = self._sessions.get(cid)
         if session is None:
-            if len(self._sessions) >= self.max_sessions:
-                # Each session is kept for the grace period; a cap keeps a flood from eating memory.
-                raise HTTPException(
-                    status_code=429,
-                    detail=f"too many client sessions ({self.max_sessions}); retry later",
-                    headers={"Retry-After": str(max(1, int(self.grace)))},
-                )
-            session = self._sessions[cid] = Session(cid, secrets.token_urlsafe(24))
-            self._schedule_expiry(session)  # forgotten unless its stream opens within the grace period
-            return session
+            return self._new_session(cid, secrets.token_urlsafe(24))
         if token is None:
             raise HTTPException(
                 status_code=409,
@@ -173,15 +230,65 @@ class Correlator:
             raise PermissionDeniedException("wrong session token for this client id")
         return session
 
+    def _new_session(self, cid: str, token: str) -> Session:
+        if len(self._sessions) >= self.max_sessions:
+            # Each session is kept for the grace period; a cap keeps a flood from eating memory.
+            raise HTTPException(
+                status_code=429,
+                detail=f"too many client sessions ({self.max_sessions}); retry later",
+                headers={"Retry-After": str(max(1, int(self.grace)))},
+            )
+        session = self._sessions[cid] = Session(cid, token)
+        self._schedule_expiry(session)  # forgotten unless its stream opens within the grace period
+        return session
+
+    async def claim_session(self, client_id: str | None, token: str | None) -> Session:
+        """:meth:`open_session`, checked against the other instances: an id held elsewhere is
+        refused without its token (409), refused with a wrong one (403), and moved here with
+        the right one."""
+        if self.router is None or client_id is None or client_id in self._sessions:
+            return self.open_session(client_id, token)
+        if self._closed:
+            raise HTTPException(status_code=503, detail="server is shutting down", headers={"Retry-After": "1"})
+        _check_client_id(client_id)
+        holder = await self._holder(client_id)
+        if holder is not None:
+            if token is None:
+                raise HTTPException(
+                    status_code=409,
+                    detail=f"client id {client_id!r} is in use (on instance {holder!r}); reconnect with "
+                    "its session token, or pick another id",
+                )
+            try:
+                moved = await self.router.call(
+                    holder, "rpc.claim", {"client_id": client_id, "token": token, "to": self.router.instance}
+                )
+            except HTTPException as exc:
+                if exc.status_code != 404:  # 404: it went away meanwhile, so the id is free
+                    raise
+            else:
+                if client_id not in self._sessions:  # (unless it reconnected here meanwhile)
+                    session = self._new_session(client_id, str(moved["token"]))
+                    session.inherited = {str(m["id"]): m for m in moved["pending"]}
+                return self.open_session(client_id, token)
+        return self.open_session(client_id, token)
+
     def stream(self, request: Request[Any, Any, Any], client_id: str | None = None) -> Stream:
         """The SSE response of a client's session: ``session``, pending requests, then live ones.
 
         The token for a takeover comes from ``Authorization: Bearer`` or, for a browser
-        ``EventSource`` that cannot set headers, the ``token`` query parameter.
+        ``EventSource`` that cannot set headers, the ``token`` query parameter. On several
+        instances use :meth:`open_stream`.
         """
         cid = client_id if client_id is not None else request.query_params.get("client_id")
-        session = self.open_session(cid or None, _token(request))
+        return self._stream(self.open_session(cid or None, _token(request)))
 
+    async def open_stream(self, request: Request[Any, Any, Any], client_id: str | None = None) -> Stream:
+        """:meth:`stream`, with the client id checked against every instance (:meth:`claim_session`)."""
+        cid = client_id if client_id is not None else request.query_params.get("client_id")
+        return self._stream(await self.claim_session(cid or None, _token(request)))
+
+    def _stream(self, session: Session) -> Stream:
         def opened(sub: Subscription) -> None:
             old = session.stream
             if old is not None:
@@ -196,6 +303,13 @@ class Correlator:
             hello = encode_json({"client_id": session.client_id, "token": session.token}, event="session")
             # Requests that are still pending (sent while away, or unanswered before a drop).
             queued = [encode_json(p.message, event="request") for p in session.pending.values()]
+            if session.inherited:
+                now = time.time()
+                for rid, message in list(session.inherited.items()):
+                    if message.get("deadline", 0) > now:
+                        queued.append(encode_json(message, event="request"))
+                    else:
+                        del session.inherited[rid]
             return hello + b"".join(queued)
 
         def farewell(sub: Subscription) -> bytes | None:
@@ -244,25 +358,34 @@ class Correlator:
 
         Raises :class:`RequestTimeout`, :class:`ClientGone`, :class:`UnknownClient`,
         :class:`RequestCancelled`, or :class:`jsonrpc.RemoteError` when the client answered an error.
+        For a client held by another instance, also ``HTTPException`` 503 (that instance is
+        unreachable or stopping) or 504 (it did not answer in time).
         """
         session = self._sessions.get(client_id)
+        timeout = self.default_timeout if timeout is None else min(timeout, self.max_timeout)
         if session is None:
-            raise UnknownClient(f"no client with id {client_id!r} is connected")
+            if self.router is None:
+                raise UnknownClient(f"no client with id {client_id!r} is connected")
+            return await self._forward(client_id, method, params, timeout)
+        return await self._request(session, method, params, timeout, self._id_prefix + uuid.uuid4().hex)
+
+    async def _request(self, session: Session, method: str, params: Any, timeout: float, rid: str) -> Any:
+        client_id = session.client_id
         if len(session.pending) >= self.max_pending_per_client:
             raise HTTPException(
-                status_code=429, detail=f"client {client_id!r} already has {len(session.pending)} pending requests"
+                status_code=429,
+                detail=f"client {client_id!r} already has {len(session.pending)} pending requests",
+                headers={"Retry-After": "1"},
             )
-        timeout = self.default_timeout if timeout is None else min(timeout, self.max_timeout)
-        rid = uuid.uuid4().hex  # unique across clients, restarts and instances
-        loop = asyncio.get_running_loop()
+        # The id is unique across clients, restarts and instances, and names the instance that waits.
         message = jsonrpc.request(rid, method, params)
         message["deadline"] = round(time.time() + timeout, 3)
-        pending = _Pending(rid, client_id, message, message["deadline"], loop.create_future())
+        pending = _Pending(rid, session, message, message["deadline"], asyncio.get_running_loop().create_future())
         self._pending[rid] = pending
         session.pending[rid] = pending
         outcome: Outcome = "client gone"
         try:
-            if session.stream is not None:
+            if session.stream is not None or session.moved_to is not None:
                 await self.hub.publish_json(session.topic, message, event="request", ephemeral=True)
             # (If the client is away, the request waits in session.pending for its next stream.)
             try:
@@ -271,7 +394,7 @@ class Correlator:
                 outcome = "timed out"
                 # Closed before the await below, so an answer arriving meanwhile gets 409, not
                 # "delivered" to a waiter that has already given up.
-                self._forget(pending, session, outcome)
+                self._forget(pending, outcome)
                 await self._send_cancel(session, rid, "timeout")
                 raise RequestTimeout(f"client {client_id!r} did not answer {method!r} within {timeout:g}s") from None
             except RequestCancelled:
@@ -279,7 +402,7 @@ class Correlator:
                 raise
             except asyncio.CancelledError:
                 outcome = "cancelled"
-                self._forget(pending, session, outcome)
+                self._forget(pending, outcome)
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._send_cancel(session, rid, "cancelled"))
                 raise
@@ -292,14 +415,14 @@ class Correlator:
             outcome = "answered"
             raise
         finally:
-            self._forget(pending, session, outcome)
+            self._forget(pending, outcome)
 
-    def _forget(self, pending: _Pending, session: Session, outcome: Outcome) -> None:
+    def _forget(self, pending: _Pending, outcome: Outcome) -> None:
         """Close a request: out of the pending tables, into the bounded memory of finished ones."""
         if self._pending.pop(pending.id, None) is None:
             return  # already closed
-        session.pending.pop(pending.id, None)
-        self._finished[pending.id] = (pending.client_id, outcome)
+        pending.session.pending.pop(pending.id, None)
+        self._finished[pending.id] = (pending.session, outcome)
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)
 
@@ -307,7 +430,10 @@ class Correlator:
         """A request that needs no answer (no id). Dropped if the client is not connected."""
         session = self._sessions.get(client_id)
         if session is None:
-            raise UnknownClient(f"no client with id {client_id!r} is connected")
+            if self.router is None:
+                raise UnknownClient(f"no client with id {client_id!r} is connected")
+            await self._on_holder(client_id, "rpc.notify", {"client_id": client_id, "method": method, "params": params})
+            return
         await self.hub.publish_json(
             session.topic, jsonrpc.notification(method, params), event="notification", ephemeral=True
         )
@@ -315,43 +441,49 @@ class Correlator:
     async def cancel(self, request_id: str, reason: str = "cancelled by the server") -> bool:
         """Cancel a pending request: its waiter gets :class:`RequestCancelled`, the client a ``cancel``."""
         pending = self._pending.get(request_id)
-        if pending is None or pending.future.done():
+        if pending is None:
+            owner = self._owner(request_id)
+            if owner is None or self.router is None:
+                return False
+            try:
+                return bool(await self.router.call(owner, "rpc.cancel", {"id": request_id, "reason": reason}))
+            except HTTPException:
+                return False  # that instance is gone, and its requests with it
+        if pending.future.done():
             return False
         pending.future.set_exception(RequestCancelled(reason))
-        session = self._sessions.get(pending.client_id)
-        if session is not None:
-            self._forget(pending, session, "cancelled")  # an answer racing the cancel gets 409
-            await self._send_cancel(session, request_id, reason)
+        self._forget(pending, "cancelled")  # an answer racing the cancel gets 409
+        await self._send_cancel(pending.session, request_id, reason)
         return True
 
     async def _send_cancel(self, session: Session, rid: str, reason: str) -> None:
-        if session.stream is not None:
+        if session.stream is not None or session.moved_to is not None:
             await self.hub.publish_json(session.topic, {"id": rid, "reason": reason}, event="cancel", ephemeral=True)
 
     # -- answers ------------------------------------------------------------------------------
 
     def answer(self, token: str | None, body: Any) -> str:
-        """Deliver a POSTed JSON-RPC response to its waiter; returns the request id.
-
-        Raises :class:`AnswerRejected` (400/403/404/409) when it reaches no waiter.
-        """
+        """Deliver a POSTed JSON-RPC response to its waiter on this instance; returns the
+        request id. Raises :class:`AnswerRejected` (400/403/404/409) when it reaches no waiter."""
         try:
             ans = jsonrpc.parse_answer(body)
         except jsonrpc.InvalidMessage as exc:
             raise AnswerRejected(400, str(exc)) from None
+        return self._deliver(token, ans)
+
+    def _deliver(self, token: str | None, ans: jsonrpc.Answer) -> str:
         pending = self._pending.get(ans.id)
         if pending is not None:
-            client_id = pending.client_id
+            session = pending.session
         elif ans.id in self._finished:
-            client_id = self._finished[ans.id][0]
+            session = self._finished[ans.id][0]
         else:
             raise AnswerRejected(404, f"no request with id {ans.id!r} (never sent, or forgotten long ago)")
-        session = self._sessions.get(client_id)
-        if session is None or not tokens_equal(token, session.token):
+        if not tokens_equal(token, session.token):
             # Checked before anything else is revealed about the request.
             raise AnswerRejected(403, "this token cannot answer that request: it was sent to another client")
         if pending is None or pending.future.done():
-            outcome = self._finished.get(ans.id, (client_id, "answered"))[1]
+            outcome = self._finished[ans.id][1] if ans.id in self._finished else "answered"
             raise AnswerRejected(409, f"request {ans.id!r} is already closed ({outcome}); this answer was dropped")
         if ans.error is not None:
             pending.future.set_exception(ans.error)
@@ -360,12 +492,171 @@ class Correlator:
         return ans.id
 
     async def answer_request(self, request: Request[Any, Any, Any]) -> str:
-        """:meth:`answer` for a POST handler: the body as JSON, the token from ``Authorization``."""
+        """:meth:`answer` for a POST handler: the body as JSON, the token from ``Authorization``.
+        With a router, an answer for a request that waits on another instance is routed there."""
         try:
             body = await request.json()
         except ValidationException as exc:
             raise ValidationException(f"the body must be a JSON-RPC 2.0 response object; {exc.detail}") from None
-        return self.answer(bearer_token(request), body)
+        if self.router is None:
+            return self.answer(bearer_token(request), body)
+        try:
+            ans = jsonrpc.parse_answer(body)
+        except jsonrpc.InvalidMessage as exc:
+            raise AnswerRejected(400, str(exc)) from None
+        owner = self._owner(ans.id)
+        if owner is None:
+            return self._deliver(bearer_token(request), ans)
+        if owner not in self.router.peers():
+            # Its waiters went with it: as unknown as an id never sent.
+            raise AnswerRejected(404, f"no request with id {ans.id!r} (the instance that sent it is gone)")
+        await self.router.call(owner, "rpc.answer", {"token": bearer_token(request), "body": body})
+        return ans.id
+
+    # -- several instances ----------------------------------------------------------------------
+
+    def _owner(self, request_id: str) -> str | None:
+        """The other instance a request id names as its waiter's, if any."""
+        if self.router is None:
+            return None
+        owner, dot, _ = request_id.rpartition(".")
+        return owner if dot and owner != self.router.instance else None
+
+    async def _holder(self, client_id: str) -> str | None:
+        """The other instance holding ``client_id``'s session, if any."""
+        assert self.router is not None
+        holds = await self.router.call_all("rpc.holds", client_id, timeout=_LOOKUP_TIMEOUT)
+        for name, held in holds.items():
+            if held is True and name != self.router.instance:
+                self._where[client_id] = name
+                return name
+        self._where.pop(client_id, None)
+        return None
+
+    async def _on_holder(self, client_id: str, method: str, params: Any, *, timeout: float | None = None) -> Any:
+        """Call ``method`` on the instance holding ``client_id``; :class:`UnknownClient` if none.
+        The last holder seen is tried first; if the client left it, everyone is asked again."""
+        assert self.router is not None
+        unknown = UnknownClient(f"no client with id {client_id!r} is connected")
+        for attempt in range(2):
+            holder = self._where.get(client_id) if attempt == 0 else None
+            if holder is None or holder not in self.router.peers():
+                holder = await self._holder(client_id)
+                if holder is None:
+                    raise unknown
+            try:
+                return await self.router.call(holder, method, params, timeout=timeout)
+            except HTTPException as exc:
+                # 404 from the holder: the client left it (moved, or gone) since we looked.
+                if exc.status_code != 404 or attempt == 1:
+                    raise
+                self._where.pop(client_id, None)
+        raise unknown
+
+    async def _forward(self, client_id: str, method: str, params: Any, timeout: float) -> Any:
+        assert self.router is not None
+        # The holder names the request ``<holder>.<ref>``, so a caller that gives up can cancel it.
+        ref = uuid.uuid4().hex
+        call = {"client_id": client_id, "method": method, "params": params, "timeout": timeout, "ref": ref}
+        try:
+            verdict = await self._on_holder(client_id, "rpc.request", call, timeout=timeout + _FORWARD_MARGIN)
+        except HTTPException as exc:
+            if exc.status_code == 404:
+                raise UnknownClient(str(exc.detail)) from None
+            raise
+        except asyncio.CancelledError:
+            holder = self._where.get(client_id)
+            if holder is not None:
+                task = asyncio.ensure_future(self.cancel(f"{holder}.{ref}", "cancelled"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            raise
+        kind = verdict.get("raise")
+        if kind is None:
+            return verdict.get("result")
+        message = str(verdict.get("message", ""))
+        if kind == "remote":
+            raise jsonrpc.RemoteError(int(verdict.get("code", 0)), message, verdict.get("data"))
+        if kind == "timeout":
+            raise RequestTimeout(message)
+        if kind == "cancelled":
+            raise RequestCancelled(message)
+        raise ClientGone(message)
+
+    async def _serve_request(self, call: dict[str, Any]) -> dict[str, Any]:
+        """Another instance's request for a client held here: send it, wait, report the outcome.
+        ``RequestCancelled`` (a BaseException) and the others travel as data, not as errors."""
+        session = self._sessions.get(str(call["client_id"]))
+        if session is None:
+            raise NotFoundException(f"no client with id {call['client_id']!r} is connected")
+        timeout = min(float(call["timeout"]), self.max_timeout)
+        ref = call.get("ref")
+        if not (isinstance(ref, str) and len(ref) == 32 and set(ref) <= _HEX):
+            ref = uuid.uuid4().hex
+        rid = self._id_prefix + ref
+        if rid in self._pending or rid in self._finished:
+            raise HTTPException(status_code=409, detail=f"request {rid!r} was already sent")
+        self._serving += 1
+        try:
+            result = await self._request(session, str(call["method"]), call.get("params"), timeout, rid)
+        except jsonrpc.RemoteError as exc:
+            return {"raise": "remote", "code": exc.code, "message": exc.message, "data": exc.data}
+        except RequestTimeout as exc:
+            return {"raise": "timeout", "message": str(exc)}
+        except RequestCancelled as exc:
+            return {"raise": "cancelled", "message": str(exc)}
+        except ClientGone as exc:
+            if self._closed:
+                raise HTTPException(
+                    status_code=503,
+                    detail=f"the instance holding client {session.client_id!r} is shutting down; "
+                    "retry once the client has reconnected",
+                    headers={"Retry-After": "1"},
+                ) from None
+            return {"raise": "gone", "message": str(exc)}
+        finally:
+            self._serving -= 1
+        return {"result": result}
+
+    async def _serve_answer(self, call: dict[str, Any]) -> str:
+        return self.answer(call.get("token"), call.get("body"))
+
+    async def _serve_cancel(self, call: dict[str, Any]) -> bool:
+        if str(call["id"]) not in self._pending:
+            return False  # (never forwarded on again: the id named this instance)
+        return await self.cancel(str(call["id"]), str(call.get("reason", "cancelled by the server")))
+
+    async def _serve_notify(self, call: dict[str, Any]) -> None:
+        if str(call["client_id"]) not in self._sessions:
+            raise NotFoundException(f"no client with id {call['client_id']!r} is connected")
+        await self.notify(str(call["client_id"]), str(call["method"]), call.get("params"))
+
+    async def _serve_holds(self, client_id: Any) -> bool:
+        return not self._closed and client_id in self._sessions
+
+    async def _serve_sessions(self, _: Any) -> list[dict[str, Any]]:
+        return self.sessions()
+
+    async def _serve_claim(self, call: dict[str, Any]) -> dict[str, Any]:
+        """Hand a session over to the instance its client reconnected to (token checked here).
+
+        The requests already sent keep waiting here (their ids name this instance, so answers
+        still come here); the new holder re-sends them to the client on its stream."""
+        session = self._sessions.get(str(call["client_id"]))
+        if session is None:
+            raise NotFoundException(f"no client with id {call['client_id']!r} is connected")
+        if not tokens_equal(call.get("token"), session.token):
+            raise PermissionDeniedException("wrong session token for this client id")
+        del self._sessions[session.client_id]
+        if session.expiry is not None:
+            session.expiry.cancel()
+            session.expiry = None
+        session.moved_to = str(call["to"])
+        old, session.stream = session.stream, None  # (so its on_close does not mark the session away)
+        if old is not None:
+            old.close("replaced")
+        pending = [p.message for p in session.pending.values()] + list(session.inherited.values())
+        return {"token": session.token, "pending": pending}
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -383,6 +674,11 @@ class Correlator:
                 session.expiry.cancel()
         self._sessions.clear()
         await asyncio.sleep(0)
+        # Requests forwarded here report their 503 before the router closes (bounded wait).
+        for _ in range(100):
+            if self._serving == 0:
+                break
+            await asyncio.sleep(0.01)
 
     @property
     def closed(self) -> bool:
@@ -391,6 +687,13 @@ class Correlator:
 
     def stats(self) -> dict[str, int]:
         return {"sessions": len(self._sessions), "pending": len(self._pending)}
+
+
+def _check_client_id(client_id: str | None) -> None:
+    if client_id is not None and (not 1 <= len(client_id) <= 64 or not set(client_id) <= _CLIENT_ID_OK):
+        raise HTTPException(
+            status_code=400, detail="client_id must be 1-64 characters of letters, digits, '-', '_' or '.'"
+        )
 
 
 def _token(request: Request[Any, Any, Any]) -> str | None:

@@ -78,6 +78,7 @@ class Router:
         self.timeout = timeout
         self._handlers: dict[str, Handler] = {}
         self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._callee: dict[str, str] = {}  # call id -> the instance it waits on
         self._peers: dict[str, Peer] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -115,6 +116,7 @@ class Router:
         cid = uuid.uuid4().hex
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[cid] = future
+        self._callee[cid] = instance
         try:
             message = {"id": cid, "from": self.instance, "method": method, "params": params}
             await self._send(self._inbox(instance), message, "call")
@@ -126,6 +128,7 @@ class Router:
                 ) from None
         finally:
             self._waiting.pop(cid, None)
+            self._callee.pop(cid, None)
 
     async def call_all(self, method: str, params: Any = None, *, timeout: float | None = None) -> dict[str, Any]:
         """``call`` every live instance (this one included); failures come back as exceptions."""
@@ -229,11 +232,25 @@ class Router:
             return
         if event == "bye":
             self._peers.pop(name, None)
+            self._fail_calls_to(name)
             return
         meta = message.get("meta")
         self._peers[name] = Peer(name, meta if isinstance(meta, dict) else {})
         if event == "hello":
             self._spawn(self._announce("beat"))  # so a new instance learns of us at once
+
+    def _fail_calls_to(self, instance: str) -> None:
+        """Calls waiting on an instance that is gone get 503 now, not 504 at their timeout."""
+        for cid, callee in list(self._callee.items()):
+            future = self._waiting.get(cid)
+            if callee == instance and future is not None and not future.done():
+                future.set_exception(
+                    HTTPException(
+                        status_code=503,
+                        detail=f"instance {instance!r} stopped before answering",
+                        headers={"Retry-After": "1"},
+                    )
+                )
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -246,8 +263,13 @@ class Router:
 
     async def _beats(self) -> None:
         await self._announce("hello")
-        while True:
+        # Checks _closed too: redis-py can swallow a cancel that lands while it connects.
+        while not self._closed:
             await asyncio.sleep(self.beat)
+            lost = [name for name in self._peers if name not in self.peers()]
+            for name in lost:  # silent for three beats (killed): its callers get 503 now
+                self._peers.pop(name, None)
+                self._fail_calls_to(name)
             await self._announce("beat")
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -278,9 +300,9 @@ class Router:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # Bounded: a task whose cancel redis-py swallowed must not hold up shutdown.
+            await asyncio.wait(tasks, timeout=2.0)
 
     def stats(self) -> dict[str, int]:
         return {"peers": len(self.peers()), "waiting": len(self._waiting), "tasks": len(self._tasks)}

@@ -119,7 +119,7 @@ async def page() -> File:
     return File(STATIC / "basics.html", content_disposition_type="inline", media_type="text/html")
 
 
-@get("/basics/events", media_type="text/event-stream", raises=errors(503))
+@get("/basics/events", media_type="text/event-stream", raises=errors(429, 503))
 async def events(
     request: Request[Any, Any, Any],
     state: State,

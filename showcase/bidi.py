@@ -4,11 +4,17 @@
 - ``POST /bidi/respond``: a JSON-RPC response, ``Authorization: Bearer <session token>``.
 - ``POST /bidi/trigger`` ``{client_id, method, params, timeout_s}``: send a request to a client and
   wait for its answer (404 unknown client, 504 timeout, 502 the client answered an error).
-- ``GET /bidi/clients``: who is connected.
+- ``GET /bidi/clients``: who is connected (on every instance, with the one holding each client).
+
+With a shared backend (Redis), every instance of the app takes part: a trigger reaches a client
+connected to another instance, and an answer may be POSTed to any of them
+(``shared.correlation``, over ``shared.routing``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +33,12 @@ from shared.errors import errors
 from shared.hub import Hub
 from shared.openapi import JSONRPC_RESPONSE, FileOperation, read_body
 from shared.pages import static_router
+from shared.routing import Router
 from shared.security import redact_access_log
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 # Answers and trigger params are small JSON; a client answering with more is refused (413).
@@ -51,7 +60,7 @@ async def events(
 ) -> Stream:
     """A client's session stream. Reconnect with ``?client_id=&token=`` (or a Bearer header)."""
     correlator: Correlator = state.correlator
-    return correlator.stream(request, client_id or None)  # it reads the token itself (query or Bearer)
+    return await correlator.open_stream(request, client_id or None)  # it reads the token (query or Bearer)
 
 
 @post(
@@ -77,7 +86,11 @@ class TriggerBody(msgspec.Struct, forbid_unknown_fields=True):
 
 @post("/bidi/trigger", status_code=200, raises=errors(403, 404, 409, 410, 413, 429, 502, 503, 504))
 async def trigger(data: JSONBody[TriggerBody], state: State) -> dict[str, Any]:
-    """Send a request to a connected client and return its answer with the round-trip time."""
+    """Send a request to a connected client and return its answer with the round-trip time.
+
+    404 unknown client, 410 it left (away past the grace period), 504 no answer in time, 502 it
+    answered an error, 503 the server (or the instance holding the client) is stopping or
+    unreachable: retry once the client has reconnected."""
     correlator: Correlator = state.correlator
     if not data.method or len(data.method) > 100:
         raise ValidationException("method must be 1-100 characters")
@@ -107,21 +120,65 @@ async def trigger(data: JSONBody[TriggerBody], state: State) -> dict[str, Any]:
 
 @get("/bidi/clients")
 async def clients(state: State) -> list[dict[str, Any]]:
+    """Connected and briefly-away clients of every instance; ``instance`` holds each (``null``
+    with a single instance)."""
     correlator: Correlator = state.correlator
-    return correlator.sessions()
+    return await correlator.all_sessions()
 
 
-def create_app(hub: Hub | None = None, *, grace: float = 30.0) -> Litestar:
+class _Lifespan:
+    """Start and stop the parts in order: the correlator fails its waiters (the ones forwarded
+    from other instances answer 503 through the router), then the router says goodbye (within a
+    bounded time), then the hub ends the streams. One object, so the order holds wherever it is
+    closed from: ``sse_hubs`` at shutdown, and ``on_shutdown``."""
+
+    def __init__(self, hub: Hub, correlator: Correlator, router: Router | None) -> None:
+        self.hub, self.correlator, self.router = hub, correlator, router
+
+    async def start(self) -> None:
+        await self.hub.start()
+        await self.correlator.start()
+        if self.router is not None:
+            await self.router.start()
+
+    async def close(self) -> None:
+        await self.correlator.close()
+        if self.router is not None:
+            # Bounded: a router task whose cancel redis-py swallowed must not hold up shutdown.
+            closing = asyncio.ensure_future(self.router.close())
+            if not (await asyncio.wait({closing}, timeout=3))[0]:
+                log.warning("the bidi router did not close within 3 s; closing the hub anyway")
+        await self.hub.close()
+
+
+def create_app(
+    hub: Hub | None = None,
+    *,
+    grace: float = 30.0,
+    router: Router | None = None,
+    max_pending_per_client: int = 100,
+    max_sessions: int = 10_000,
+) -> Litestar:
+    """The demo on ``hub``. With a shared backend (anything but memory) its instances work as one:
+    a :class:`Router` (namespace ``"bidi"``) is made unless one is given (on ``hub``).
+    ``max_pending_per_client`` and ``max_sessions`` are the correlator's caps (429 past them)."""
     hub = hub or Hub()
-    correlator = Correlator(hub, grace=grace)
+    if router is None and hub.backend.spans_processes:
+        router = Router(hub, "bidi")
+    if router is not None and router.hub is not hub:
+        raise ValueError("the router must be built on the app's hub")
+    correlator = Correlator(
+        hub, grace=grace, router=router, max_pending_per_client=max_pending_per_client, max_sessions=max_sessions
+    )
+    lifespan = _Lifespan(hub, correlator, router)
     return Litestar(
         route_handlers=[page, events, respond, trigger, clients, static_router("/bidi", STATIC, name="bidi-static")],
-        # The correlator is closed with the hubs, as soon as shutdown begins (shared.server closes
-        # everything in `sse_hubs` before uvicorn waits for open requests): a trigger still
-        # waiting then gets a clear 503 at once, not a 500 when uvicorn gives up waiting.
-        state=State({"hub": hub, "correlator": correlator, "sse_hubs": [hub, correlator]}),
-        on_startup=[redact_access_log, hub.start, correlator.start],
-        on_shutdown=[correlator.close, hub.close],
+        # Closed as soon as shutdown begins (shared.server closes everything in `sse_hubs` before
+        # uvicorn waits for open requests): a trigger still waiting then gets a clear 503 at
+        # once, not a 500 when uvicorn gives up waiting.
+        state=State({"hub": hub, "correlator": correlator, "router": router, "sse_hubs": [lifespan]}),
+        on_startup=[redact_access_log, lifespan.start],
+        on_shutdown=[lifespan.close],
         **app_defaults(
             "/bidi",
             "bidi",

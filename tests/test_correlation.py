@@ -479,7 +479,7 @@ async def test_an_answer_racing_the_timeout_is_refused_not_swallowed() -> None:
             statuses.append(info.value.status_code)
             assert "timed out" in str(info.value.detail)
 
-        correlator._send_cancel = send_cancel  # type: ignore[method-assign]
+        correlator._send_cancel = send_cancel  # type: ignore[method-assign,assignment]
         with pytest.raises(RequestTimeout):
             await correlator.request("racer", "m", timeout=0.01)
         assert statuses == [409]

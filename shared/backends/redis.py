@@ -363,10 +363,12 @@ class RedisBackend(Backend):
             if ephemeral:
                 keys = [self.stream_key(topic), self.ephemeral_key(topic)]
                 ttl_ms = max(1, int(self.ephemeral_ttl * 1000))
-                await self._scripts["ephemeral"](keys=keys, args=[self.ephemeral_maxlen, ttl_ms, data, *extra])
+                # Through _io: redis-py may swallow a cancel that lands while it connects.
+                script = self._scripts["ephemeral"]
+                await self._io(script(keys=keys, args=[self.ephemeral_maxlen, ttl_ms, data, *extra]))
                 return Entry(None, event, data)
             args = [self.maxlen, self.trim_slack, data, *extra]
-            new_id = await self._scripts["append"](keys=[self.stream_key(topic)], args=args)
+            new_id = await self._io(self._scripts["append"](keys=[self.stream_key(topic)], args=args))
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(f"cannot publish: Redis at {self._where} is unavailable ({exc})") from exc
         return Entry(str(new_id), event, data)

@@ -177,7 +177,8 @@ async function refreshClients() {
     options.push(option);
 
     const tr = document.createElement("tr");
-    const state = c.connected ? "connected" : `away ${c.away_s ?? 0} s`;
+    let state = c.connected ? "connected" : `away ${c.away_s ?? 0} s`;
+    if (c.instance) state += ` · ${c.instance}`; // which instance holds it (several instances)
     tr.append(el("td", "mono", label), el("td", c.connected ? "ok" : "warn", state), el("td", "", String(c.pending)));
     rows.push(tr);
   }
