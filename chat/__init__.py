@@ -5,6 +5,7 @@ from __future__ import annotations
 from .app import create_app
 from .backend import SqliteBackend
 from .db import Database
+from .model import ChatStore
 from .settings import ChatSettings
 
-__all__ = ["ChatSettings", "Database", "SqliteBackend", "create_app"]
+__all__ = ["ChatSettings", "ChatStore", "Database", "SqliteBackend", "create_app"]

@@ -1,23 +1,32 @@
-"""``python -m chat --port 8000 --data-dir .data``: the chat alone."""
+"""``python -m chat --port 8000 --data-dir .data [--backend redis://127.0.0.1:6379/0 --workers 2]``."""
 
 from __future__ import annotations
 
-from shared.server import base_parser, run_from_args
+import argparse
+
+from litestar import Litestar
+
+from shared.server import base_parser, serve_build
 
 from .app import create_app
+from .wiring import is_redis
+
+
+def build(args: argparse.Namespace) -> Litestar:
+    """The app each worker serves (``shared.server.serve_build`` imports this by name)."""
+    return create_app(args.data_dir, backend_url=args.backend)
 
 
 def main() -> None:
     parser = base_parser("chat", "Serve the chat app (/chat/) alone.")
     args = parser.parse_args()
-    app = create_app(args.data_dir)
-    run_from_args(
-        app,
-        args,
-        [
-            f"Chat on http://{args.host}:{args.port}/chat/ (data in {args.data_dir.resolve()})",
-        ],
-    )
+    try:
+        redis = is_redis(args.backend)
+    except ValueError as exc:
+        parser.error(str(exc))
+    where = f"Redis at {args.backend}" if redis else f"SQLite in {args.data_dir.resolve()}"
+    workers = f", {args.workers} workers" if args.workers > 1 else ""
+    serve_build(build, args, [f"Chat on http://{args.host}:{args.port}/chat/ (state in {where}{workers})"])
 
 
 if __name__ == "__main__":

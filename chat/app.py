@@ -1,18 +1,23 @@
-"""``create_app()``: the chat under ``/chat/``, its state in ``<data-dir>/chat.sqlite3``."""
+"""``create_app()``: the chat under ``/chat/``, on SQLite (one process) or Redis (many)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import ServiceUnavailableException
 from litestar.response import File
 
 from shared.apps import app_defaults
+from shared.backends.redis import RedisBackend
+from shared.errors import error_response
 from shared.hub import Hub, HubSettings
 from shared.openapi import FileOperation
 from shared.pages import static_router
@@ -20,14 +25,12 @@ from shared.pages import static_router
 from . import routes_files, routes_messages, routes_rooms, routes_session, routes_streams
 from .backend import SqliteBackend
 from .context import Chat, current_user
-from .db import Database
-from .files import FileStore
+from .model import room_topic
 from .presence import Presence
-from .ratelimit import RateLimiter, Throttle
+from .redis_conn import UNAVAILABLE
 from .rules import RuleError
-from .session import SessionSigner, load_or_create_key
 from .settings import ChatSettings
-from .store import ChatStore, room_topic
+from .wiring import is_redis, redis_parts, sqlite_parts
 
 __all__ = ["create_app"]
 
@@ -57,6 +60,30 @@ def _database_error(_: Request[Any, Any, Any], exc: sqlite3.OperationalError) ->
     return Response({"status_code": 503, "detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
 
+class _RedisErrors:
+    """The exception handler for "Redis is unavailable": 503 + Retry-After, logged once in a while.
+
+    Each change is one script, so it happened entirely or not at all; a retry with the same ids
+    is safe (a send that did land is found, not doubled)."""
+
+    LOG_EVERY = 10.0
+
+    def __init__(self) -> None:
+        self._logged = -self.LOG_EVERY
+        self._since = 0
+
+    def __call__(self, request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+        self._since += 1
+        now = time.monotonic()
+        if now - self._logged >= self.LOG_EVERY:  # an outage at 1,000 requests a second: one line
+            log.warning(
+                "chat: Redis unavailable (%d requests answered 503 since the last report): %s", self._since, exc
+            )
+            self._logged, self._since = now, 0
+        detail = "the chat's Redis is unavailable right now; retry shortly"
+        return error_response(request, ServiceUnavailableException(detail, headers={"Retry-After": "1"}))
+
+
 def create_app(
     data_dir: Path,
     *,
@@ -64,30 +91,54 @@ def create_app(
     hub_settings: HubSettings | None = None,
     backend: SqliteBackend | None = None,
     secret: bytes | None = None,
+    backend_url: str | None = None,
 ) -> Litestar:
-    """The chat app. ``backend`` defaults to a :class:`SqliteBackend` on
-    ``<data_dir>/chat.sqlite3``; ``secret`` (the cookie signing key) to one generated once and
-    kept in ``<data_dir>/chat-secret.key``, so sessions survive restarts."""
+    """The chat app.
+
+    ``backend_url`` picks the store: ``None`` or ``memory://`` is SQLite in ``data_dir``
+    (``backend`` defaults to a :class:`SqliteBackend` on ``<data_dir>/chat.sqlite3``), for one
+    process; ``redis://host:port/db`` keeps everything in Redis, so several instances serve one
+    chat (``data_dir`` is then unused). ``secret`` (the cookie signing key) defaults to one
+    made once and kept by the store: ``<data_dir>/chat-secret.key``, or a Redis key.
+    """
     settings = settings or ChatSettings()
-    backend = backend or SqliteBackend(Database(data_dir / "chat.sqlite3"))
-    db = backend.db
-    hub = Hub(backend, hub_settings)
+    hub_settings = hub_settings or HubSettings()
+    if is_redis(backend_url):
+        if backend is not None:
+            raise ValueError("pass either a SqliteBackend or a redis:// backend_url, not both")
+        parts = redis_parts(str(backend_url), settings)
+        assert isinstance(parts.backend, RedisBackend)
+        # A returning client replays from the stream in one go: never fewer than are kept.
+        kept = parts.backend.maxlen + parts.backend.trim_slack
+        hub_settings = dataclasses.replace(hub_settings, replay_limit=max(hub_settings.replay_limit, kept))
+    else:
+        parts = sqlite_parts(data_dir, settings, backend)
+    hub = Hub(parts.backend, hub_settings)
 
     async def announce(room: str, event: str, payload: dict[str, Any]) -> None:
         await hub.publish_json(room_topic(room), payload, event=event, ephemeral=True)
 
     chat = Chat(
         settings=settings,
-        db=db,
-        backend=backend,
         hub=hub,
-        store=ChatStore(db, backend, settings),
-        files=FileStore(data_dir / "chat-files", settings.max_file_bytes),
-        presence=Presence(announce, grace=settings.presence_grace, name_ttl=settings.name_ttl),
-        signer=SessionSigner(secret or load_or_create_key(data_dir / "chat-secret.key"), settings.session_max_age),
-        limiter=RateLimiter(settings.rate, settings.burst),
-        typing=Throttle(settings.typing_interval),
+        store=parts.store,
+        files=parts.files,
+        presence=Presence(
+            parts.roster,
+            parts.names,
+            announce,
+            grace=settings.presence_grace,
+            cap=settings.max_room_members,
+            heartbeat=settings.presence_ttl / 3,
+            stopping=lambda: hub.closing,
+        ),
+        names=parts.names,
+        limits=parts.limits,
+        secret=secret,
+        db=parts.db,
     )
+    handlers: dict[Any, Any] = {RuleError: _rule_error, sqlite3.OperationalError: _database_error}
+    handlers.update(dict.fromkeys(UNAVAILABLE, _RedisErrors()))
     return Litestar(
         route_handlers=[
             page,
@@ -100,13 +151,13 @@ def create_app(
         ],
         dependencies={"user": Provide(current_user)},
         state=State({"chat": chat, "sse_hubs": [hub]}),
-        on_startup=[db.open, hub.start, chat.store.init],
-        on_shutdown=[chat.presence.close, hub.close, db.close],
+        on_startup=[chat.start],
+        on_shutdown=[chat.stop],
         **app_defaults(
             "/chat",
             "chat",
             "Rooms, history, presence, typing, reactions and files over SSE + POST.",
             max_body=MAX_JSON_BODY,
-            exception_handlers={RuleError: _rule_error, sqlite3.OperationalError: _database_error},
+            exception_handlers=handlers,
         ),
     )

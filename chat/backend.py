@@ -7,7 +7,7 @@ Ids are ``<db_id>-<seq>``: ``seq`` is the log's integer key (ordered across the 
 ``db_id`` is random per database file, so an id from another file is told apart ("foreign").
 
 Writes that change chat state (a message and its event) happen in one transaction in
-``ChatStore``, which then calls :meth:`SqliteBackend.committed`. A listener never trusts what it
+``SqliteStore``, which then calls :meth:`SqliteBackend.committed`. A listener never trusts what it
 was woken with: it re-reads the log after its cursor, so it gets every committed event, in order,
 whatever order the wake-ups came in. Ephemeral events (typing, presence) are not stored; each one
 is slotted in after the stored events committed before it, so "typing" never trails the message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -11,36 +12,60 @@ from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotAuthorizedException
 
+from shared.backends import BackendUnavailable
 from shared.hub import Hub
 
-from .backend import SqliteBackend
 from .db import Database
-from .files import FileStore
+from .files import Files
+from .model import LOBBY, ChatStore
+from .names import Names
 from .presence import Presence
-from .ratelimit import RateLimiter, Throttle
+from .ratelimit import Limits
 from .session import COOKIE, SessionSigner, User
 from .settings import ChatSettings
-from .store import LOBBY, ChatStore
 
 __all__ = ["Chat", "CurrentUser", "chat_of", "current_user", "session_cookie"]
 
+log = logging.getLogger(__name__)
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, eq=False)
 class Chat:
+    """The app's parts. ``start()``/``stop()`` are its startup and shutdown."""
+
     settings: ChatSettings
-    db: Database
-    backend: SqliteBackend
     hub: Hub
     store: ChatStore
-    files: FileStore
+    files: Files
     presence: Presence
-    signer: SessionSigner
-    limiter: RateLimiter
-    typing: Throttle
+    names: Names
+    limits: Limits
+    secret: bytes | None = None  # the cookie signing key if given; else the store's (made once)
+    db: Database | None = None  # the SQLite store's database (None with Redis)
+    _signer: SessionSigner | None = None
 
-    def spend(self, user: User) -> None:
+    @property
+    def signer(self) -> SessionSigner:
+        if self._signer is None:
+            raise RuntimeError("the chat is not started: the app's on_startup loads the session key")
+        return self._signer
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.hub.start()
+        await self.store.init()
+        self._signer = SessionSigner(self.secret or await self.store.secret(), self.settings.session_max_age)
+        await self.presence.start()
+
+    async def stop(self) -> None:
+        # The store closes last: requests still in flight while the streams end can finish.
+        await self.presence.close()
+        await self.hub.close()
+        await self.store.close()
+
+    async def spend(self, user: User) -> None:
         """One write by ``user``: 429 with ``Retry-After`` when they are over the rate."""
-        wait = self.limiter.take(user.id)
+        wait = await self.limits.take(user.id)
         if wait > 0:
             raise ClientException(
                 f"too many requests: at most {self.settings.rate:g} a second (bursts of {self.settings.burst}); "
@@ -54,9 +79,14 @@ class Chat:
         await self.hub.publish_json(topic, payload, event=event, ephemeral=True)
 
     async def announce_activity(self, message: dict[str, Any]) -> None:
-        """Tell every page's room list that a room has a new message (for unread counts)."""
+        """Tell every page's room list that a room has a new message (for unread counts).
+
+        Best effort: the message is stored already, and pages recount when they reconnect."""
         payload = {k: message[k] for k in ("room", "id", "author_id", "author", "mentions")}
-        await self.announce(LOBBY, "activity", payload)
+        try:
+            await self.announce(LOBBY, "activity", payload)
+        except BackendUnavailable as exc:
+            log.info("activity of message %s not announced: %s", message["id"], exc)
 
 
 # Handlers declare ``user: CurrentUser``; the app provides it with :func:`current_user`.
@@ -75,7 +105,7 @@ async def current_user(request: Request[Any, Any, Any], state: State) -> User:
     user = chat.signer.loads(request.cookies.get(COOKIE))
     if user is None:
         raise NotAuthorizedException('no session: join first with POST /chat/session {"name": "..."}')
-    if not chat.presence.claim(user):
+    if not await chat.names.claim(user):
         raise ClientException(
             f"the name {user.name!r} is now used by someone else online: pick another with POST /chat/session",
             status_code=409,

@@ -1,9 +1,10 @@
-"""Uploaded files on disk: streamed in under a size limit, named by a random id, typed by sniffing.
+"""Uploaded files: streamed in under a size limit, named by a random id, typed by sniffing.
 
-The bytes live in ``<data-dir>/chat-files/<id>``; the database keeps the name and type. Only
-formats recognised from their first bytes count as images (and are shown inline); everything
-else is served as an opaque download, whatever type the uploader claimed, so an uploaded HTML
-or SVG file can never run script in the chat's origin.
+``FileStore`` keeps the bytes in ``<data-dir>/chat-files/<id>`` (the SQLite store keeps the
+name and type); ``chat.redis_files`` keeps them in Redis. Only formats recognised from their
+first bytes count as images (and are shown inline); everything else is served as an opaque
+download, whatever type the uploader claimed, so an uploaded HTML or SVG file can never run
+script in the chat's origin.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import contextlib
 import os
 import re
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from litestar.exceptions import ClientException
 
-from .store import StoredFile
+from .model import StoredFile
 
-__all__ = ["FileStore", "drain", "sniff_image"]
+__all__ = ["FileStore", "Files", "drain", "file_type", "new_file_id", "sniff_image", "too_large"]
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]{16,64}$")
 _MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+\-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+\-]{0,63}$")
@@ -40,31 +42,72 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
-def _too_large(limit: int) -> ClientException:
+def file_type(head: bytes, declared: str | None) -> tuple[str, bool]:
+    """``(content type, is an image)``: images by their bytes, else the claimed type if sane."""
+    image = sniff_image(head)
+    claimed = (declared or "").split(";")[0].strip().lower()
+    return image or (claimed if _MIME.match(claimed) else "application/octet-stream"), image is not None
+
+
+def new_file_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def too_large(limit: int) -> ClientException:
     return ClientException(
         f"file too large: the limit is {limit // (1024 * 1024)} MiB ({limit} bytes)", status_code=413
     )
 
 
-class FileStore:
+class Files(ABC):
+    """Where uploads' bytes are kept."""
+
+    max_bytes: int
+
+    @staticmethod
+    def valid_id(file_id: str) -> bool:
+        """Could this be one of our ids? (Anything else is a 404 without a lookup.)"""
+        return _ID.match(file_id) is not None
+
+    @abstractmethod
+    async def save(
+        self, chunks: AsyncIterator[bytes], name: str, declared_type: str | None, announced: int | None
+    ) -> StoredFile:
+        """Take an upload: 413 past ``max_bytes`` (after reading the body, so the client sees
+        the answer instead of a reset connection), 422 if it is empty."""
+
+    @abstractmethod
+    async def remove(self, file_id: str) -> None:
+        """Drop a file's bytes (no error if they are gone already)."""
+
+    @abstractmethod
+    async def content(self, file_id: str) -> Path | bytes | None:
+        """A file's bytes: a path to stream them from, the bytes themselves, or ``None``."""
+
+
+class FileStore(Files):
+    """Uploads as files in ``root``, written under a temporary name and fsynced before use."""
+
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
 
     def path(self, file_id: str) -> Path | None:
         """Where a file's bytes are; ``None`` for an id that is not one of ours."""
-        return self.root / file_id if _ID.match(file_id) else None
+        return self.root / file_id if self.valid_id(file_id) else None
+
+    async def content(self, file_id: str) -> Path | None:
+        path = self.path(file_id)
+        return path if path is not None and await asyncio.to_thread(path.is_file) else None
 
     async def save(
         self, chunks: AsyncIterator[bytes], name: str, declared_type: str | None, announced: int | None
     ) -> StoredFile:
-        """Stream an upload to disk; 413 past ``max_bytes`` (answered after reading the body, so the
-        client sees the answer instead of a reset connection), 422 if it is empty."""
         if announced is not None and announced > self.max_bytes:
             await drain(chunks, self.max_bytes * 4)
-            raise _too_large(self.max_bytes)
+            raise too_large(self.max_bytes)
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-        file_id = secrets.token_urlsafe(18)
+        file_id = new_file_id()
         final = self.root / file_id
         partial = self.root / f".{file_id}.part"
         size, head, buffer = 0, b"", bytearray()
@@ -75,7 +118,7 @@ class FileStore:
                     size += len(chunk)
                     if size > self.max_bytes:
                         await drain(chunks, self.max_bytes * 4)
-                        raise _too_large(self.max_bytes)
+                        raise too_large(self.max_bytes)
                     if len(head) < 16:
                         head += chunk[: 16 - len(head)]
                     buffer += chunk
@@ -94,10 +137,8 @@ class FileStore:
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise
-        image = sniff_image(head)
-        claimed = (declared_type or "").split(";")[0].strip().lower()
-        content_type = image or (claimed if _MIME.match(claimed) else "application/octet-stream")
-        return StoredFile(file_id, name, content_type, size, image is not None)
+        content_type, image = file_type(head, declared_type)
+        return StoredFile(file_id, name, content_type, size, image)
 
     async def remove(self, file_id: str) -> None:
         path = self.path(file_id)

@@ -1,9 +1,20 @@
-"""Who is in which room right now, and which display names are taken (per process, in memory).
+"""Who is in which room right now.
 
-A person is "in" a room while at least one of their streams of it is open: several tabs count
-once. When the last one closes they stay for a grace period, so a reload or a network blip does
-not announce "left" and "joined" to everybody. ``join``/``leave`` go out as ephemeral events:
-they describe the present, so they are never replayed; a (re)connecting client gets a snapshot.
+A person is "in" a room while at least one of their streams of it is open: several tabs (on any
+instance) count once. When the last one closes they stay for a grace period, so a reload or a
+network blip does not announce "left" and "joined" to everybody. ``join``/``leave`` go out as
+ephemeral events: they describe the present, so they are never replayed; a (re)connecting
+client gets a snapshot.
+
+``Presence`` does this instance's part: it counts its own streams, runs the grace timers and
+announces. The ``Roster`` says who is in a room across instances and decides, atomically, who
+is new (announce ``join``) and who has gone for good (announce ``leave``), so each is
+announced once however many instances there are. ``MemoryRoster`` is the roster of one
+process; ``chat.redis_presence.RedisRoster`` is shared, with heartbeats: the people of an
+instance that died leave when its entries expire.
+
+A room holds at most ``cap`` people (``ChatSettings.max_room_members``); one more is refused
+with 409 when opening the room's stream, before it starts.
 """
 
 from __future__ import annotations
@@ -11,152 +22,304 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Coroutine
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+from shared.errors import Conflict
+
+from .names import Names
 from .session import User
 
-__all__ = ["Presence"]
+__all__ = ["Added", "MemoryRoster", "Presence", "RoomFull", "Roster"]
 
 log = logging.getLogger(__name__)
 
 Announce = Callable[[str, str, dict[str, Any]], Coroutine[Any, Any, None]]
+# What adding someone to a room meant: they were not there ("new"), were there under another
+# name ("renamed": the join carries the new name), or were there already.
+Added = Literal["new", "renamed", "there"]
+Person = tuple[str, str, str]  # (room, user id, name)
+
+
+class RoomFull(LookupError):
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the room has {count} people in it")
+        self.count = count
+
+
+class Roster(ABC):
+    """Who is in which room. ``shared``: other instances write here too (heartbeats needed)."""
+
+    shared: ClassVar[bool] = False
+
+    @abstractmethod
+    async def add(self, room: str, user: User, cap: int | None) -> Added:
+        """Put ``user`` in ``room`` (for this instance); ``RoomFull`` if it has ``cap`` others."""
+
+    @abstractmethod
+    async def remove(self, room: str, user_id: str) -> str | None:
+        """This instance's part of ``user_id`` left ``room``: their name if they left it for good."""
+
+    @abstractmethod
+    async def members(self, room: str) -> list[dict[str, str]]:
+        """``[{"id", "name"}]`` of the people in ``room``, in no particular order."""
+
+    async def refresh(self, present: dict[str, list[str]]) -> list[tuple[str, str]]:
+        """Heartbeat: ``{room: [user id]}`` of this instance are still there (entries extended,
+        never made). Returns the ``(room, user id)`` whose entry was gone (taken for dead)."""
+        return []
+
+    async def reap(self) -> list[Person]:
+        """Drop the entries of instances that stopped heartbeating; the people who left with them."""
+        return []
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """This instance is going; what it held expires on its own."""
+
+
+class MemoryRoster(Roster):
+    """The roster of a single process."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, dict[str, str]] = {}
+
+    def is_present(self, user_id: str) -> bool:
+        return any(user_id in members for members in self._rooms.values())
+
+    async def add(self, room: str, user: User, cap: int | None) -> Added:
+        members = self._rooms.setdefault(room, {})
+        old = members.get(user.id)
+        if old is None and cap is not None and len(members) >= cap:
+            raise RoomFull(len(members))
+        members[user.id] = user.name
+        return "new" if old is None else "renamed" if old != user.name else "there"
+
+    async def remove(self, room: str, user_id: str) -> str | None:
+        members = self._rooms.get(room, {})
+        name = members.pop(user_id, None)
+        if not members:
+            self._rooms.pop(room, None)
+        return name
+
+    async def members(self, room: str) -> list[dict[str, str]]:
+        return [{"id": uid, "name": name} for uid, name in self._rooms.get(room, {}).items()]
+
+    async def close(self) -> None:
+        self._rooms.clear()
 
 
 @dataclass(slots=True)
 class _Member:
+    """This instance's view of one person in one room."""
+
     name: str
     streams: int = 0
     leaving: asyncio.TimerHandle | None = None
+    join_due: bool = False  # admitted as new: announce the join once their stream is open
 
 
 class Presence:
-    """``announce(room, event, payload)`` publishes ``join``/``leave`` to the room's topic."""
+    """``announce(room, event, payload)`` publishes ``join``/``leave`` to the room's topic.
+
+    A room stream calls :meth:`admit` in its handler (the cap, before any byte is sent), then
+    :meth:`enter` when it starts and :meth:`exit` when it ends.
+    """
 
     def __init__(
-        self, announce: Announce, *, grace: float, name_ttl: float, clock: Callable[[], float] = time.monotonic
+        self,
+        roster: Roster,
+        names: Names,
+        announce: Announce,
+        *,
+        grace: float,
+        cap: int | None = None,
+        heartbeat: float = 5.0,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        self.roster = roster
+        self.names = names
         self._announce = announce
         self.grace = grace
-        self.name_ttl = name_ttl
-        self._clock = clock
-        self._rooms: dict[str, dict[str, _Member]] = {}
-        self._seen: dict[str, float] = {}  # user id -> last request or stream activity
-        self._names: dict[str, str] = {}  # casefolded name -> user id holding it
-        self._name_of: dict[str, str] = {}  # user id -> casefolded name it holds
+        self.cap = cap
+        self.heartbeat = heartbeat
+        self._stopping = stopping
+        self._local: dict[str, dict[str, _Member]] = {}
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_prune = clock()
+        self._beat: asyncio.Task[None] | None = None
 
-    # -- names -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.roster.shared and self._beat is None:
+            self._beat = asyncio.create_task(self._heartbeats(), name="chat-presence")
 
-    def touch(self, user_id: str) -> None:
-        self._seen[user_id] = self._clock()
+    # -- one person's streams ------------------------------------------------------------------
 
-    def is_online(self, user_id: str) -> bool:
-        if any(user_id in members for members in self._rooms.values()):
-            return True
-        seen = self._seen.get(user_id)
-        return seen is not None and self._clock() - seen < self.name_ttl
+    @contextlib.asynccontextmanager
+    async def _lock(self, room: str, user_id: str) -> AsyncIterator[None]:
+        """One roster change at a time per person and room, in the order they were asked for."""
+        key = (room, user_id)
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
-    def claim(self, user: User) -> bool:
-        """Reserve ``user.name`` for ``user.id``; ``False`` if someone else online holds it."""
-        self._prune()
-        key = user.name.casefold()
-        holder = self._names.get(key)
-        if holder is not None and holder != user.id and self.is_online(holder):
-            return False
-        if holder is not None and holder != user.id:
-            self._name_of.pop(holder, None)
-        old = self._name_of.get(user.id)
-        if old is not None and old != key:
-            self._names.pop(old, None)
-        self._names[key] = user.id
-        self._name_of[user.id] = key
-        self.touch(user.id)
-        return True
+    async def admit(self, room: str, user: User) -> None:
+        """Let ``user`` into ``room``: 409 if it is full (someone already in it is never refused).
 
-    def release(self, user_id: str) -> None:
-        key = self._name_of.pop(user_id, None)
-        if key is not None and self._names.get(key) == user_id:
-            del self._names[key]
-        self._seen.pop(user_id, None)
-
-    def _prune(self) -> None:
-        now = self._clock()
-        if now - self._last_prune < self.name_ttl:
-            return
-        self._last_prune = now
-        for user_id in [u for u, seen in self._seen.items() if now - seen >= self.name_ttl]:
-            if not self.is_online(user_id):
-                self.release(user_id)
-
-    # -- rooms -------------------------------------------------------------------------------
-
-    def members(self, room: str) -> list[dict[str, str]]:
-        members = self._rooms.get(room, {})
-        return sorted(({"id": uid, "name": m.name} for uid, m in members.items()), key=lambda m: m["name"].casefold())
+        They count as in the room from now; if no stream follows, they leave after the grace period."""
+        async with self._lock(room, user.id):
+            try:
+                added = await self.roster.add(room, user, self.cap)
+            except RoomFull as exc:
+                raise Conflict(
+                    f"the room {room!r} is full: {exc.count} people are in it and the limit is {self.cap}; "
+                    "try again when someone leaves"
+                ) from None
+            member = self._local.setdefault(room, {}).get(user.id)
+            if member is None:
+                member = self._local[room][user.id] = _Member(user.name)
+            member.name = user.name
+            if added != "there":
+                member.join_due = True
+            if member.streams == 0 and member.leaving is None:
+                self._arm(room, user.id, member)
 
     def enter(self, room: str, user: User) -> None:
-        """A stream of ``room`` opened for ``user``; announces a join if they were not there.
+        """A stream of ``room`` opened for ``user`` (after :meth:`admit`).
 
         Synchronous, so the count is right even if the stream is cancelled straight after."""
-        self.touch(user.id)
-        members = self._rooms.setdefault(room, {})
-        member = members.get(user.id)
-        if member is None:
-            member = members[user.id] = _Member(user.name)
-            announce = True
-        else:
-            if member.leaving is not None:  # back within the grace period: never left
-                member.leaving.cancel()
-                member.leaving = None
-            announce = member.name != user.name  # renamed: the join carries the new name
-            member.name = user.name
+        self.names.seen(user.id)
+        member = self._local.setdefault(room, {}).get(user.id)
+        if member is None:  # the grace period ran out between admit and the stream's start
+            member = self._local[room][user.id] = _Member(user.name)
+            self._spawn(self._readmit(room, user))
         member.streams += 1
-        if announce:
-            self._spawn(room, "join", {"id": user.id, "name": user.name})
+        if member.leaving is not None:  # back within the grace period: never left
+            member.leaving.cancel()
+            member.leaving = None
+        if member.join_due:
+            member.join_due = False
+            self._spawn(self._announce(room, "join", {"id": user.id, "name": user.name}))
 
     def exit(self, room: str, user_id: str) -> None:
         """A stream closed. Synchronous: it runs while the stream's task is being cancelled."""
-        self.touch(user_id)
-        member = self._rooms.get(room, {}).get(user_id)
+        self.names.seen(user_id)
+        member = self._local.get(room, {}).get(user_id)
         if member is None:
             return
         member.streams -= 1
         if member.streams <= 0 and member.leaving is None:
-            loop = asyncio.get_running_loop()
-            member.leaving = loop.call_later(self.grace, self._expire, room, user_id)
+            self._arm(room, user_id, member)
+
+    def _arm(self, room: str, user_id: str, member: _Member) -> None:
+        member.leaving = asyncio.get_running_loop().call_later(self.grace, self._expire, room, user_id)
 
     def _expire(self, room: str, user_id: str) -> None:
-        members = self._rooms.get(room, {})
-        member = members.get(user_id)
+        member = self._local.get(room, {}).get(user_id)
         if member is None or member.streams > 0:
             return
-        del members[user_id]
-        if not members:
-            del self._rooms[room]
-        self.touch(user_id)
-        self._spawn(room, "leave", {"id": user_id, "name": member.name})
+        member.leaving = None
+        self._spawn(self._leave(room, user_id))
 
-    def _spawn(self, room: str, event: str, payload: dict[str, Any]) -> None:
-        task = asyncio.create_task(self._announce(room, event, payload))
+    async def _leave(self, room: str, user_id: str) -> None:
+        async with self._lock(room, user_id):
+            members = self._local.get(room, {})
+            member = members.get(user_id)
+            if member is None or member.streams > 0 or member.leaving is not None:
+                return  # came back (a stream, or a new admission) while this waited
+            if self._stopping():
+                # Shutting down: nobody would hear this instance's "leave". Its entries expire and
+                # another instance announces it, unless the person reconnects there first.
+                return
+            del members[user_id]
+            if not members:
+                self._local.pop(room, None)
+            self.names.seen(user_id)
+            name = await self.roster.remove(room, user_id)
+            if name is not None and not member.join_due:
+                await self._announce(room, "leave", {"id": user_id, "name": name})
+
+    async def _readmit(self, room: str, user: User) -> None:
+        async with self._lock(room, user.id):
+            if await self.roster.add(room, user, None) != "there":
+                await self._announce(room, "join", {"id": user.id, "name": user.name})
+
+    # -- the room ------------------------------------------------------------------------------
+
+    async def members(self, room: str) -> list[dict[str, str]]:
+        members = await self.roster.members(room)
+        return sorted(members, key=lambda m: (m["name"].casefold(), m["id"]))
+
+    # -- the shared roster's upkeep --------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self.beat()
+            except Exception as exc:
+                if not failing:
+                    log.warning("presence heartbeat failed (%r); retrying every %.1f s", exc, self.heartbeat)
+                failing = True
+            else:
+                if failing:
+                    log.warning("presence heartbeat works again")
+                failing = False
+
+    async def beat(self) -> None:
+        """Say who is still here, keep their names, and announce the people of vanished instances."""
+        present = {room: list(members) for room, members in self._local.items()}
+        for room, uid in await self.roster.refresh(present):
+            await self._restore(room, uid)
+        await self.names.touch({uid for members in present.values() for uid in members})
+        for room, uid, name in await self.roster.reap():
+            await self._announce(room, "leave", {"id": uid, "name": name})
+
+    async def _restore(self, room: str, user_id: str) -> None:
+        """Back in the roster if still here (this instance was taken for dead, e.g. it stalled)."""
+        async with self._lock(room, user_id):
+            member = self._local.get(room, {}).get(user_id)
+            if member is None or await self.roster.add(room, User(user_id, member.name), None) == "there":
+                return
+            if member.streams > 0:
+                member.join_due = False
+                await self._announce(room, "join", {"id": user_id, "name": member.name})
+            else:
+                member.join_due = True  # announced when its stream opens
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("could not announce a presence change: %r", task.exception())
+            log.warning("could not record or announce a presence change: %r", task.exception())
 
     async def close(self) -> None:
-        for members in self._rooms.values():
+        for members in self._local.values():
             for member in members.values():
                 if member.leaving is not None:
                     member.leaving.cancel()
-        self._rooms.clear()
-        for task in list(self._tasks):
+        self._local.clear()
+        tasks = [*self._tasks, *([self._beat] if self._beat is not None else [])]
+        self._beat = None
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.roster.close()

@@ -1,11 +1,38 @@
-"""Per-user limits: a token bucket for writes, and a minimum interval for typing signals."""
+"""Per-user limits: a token bucket for writes, and a minimum interval for typing signals.
+
+``Limits`` is what the app asks; ``LocalLimits`` keeps the buckets in this process, and
+``chat.redis_limits.RedisLimits`` in Redis, shared by every instance.
+"""
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 
-__all__ = ["RateLimiter", "Throttle"]
+__all__ = ["Limits", "LocalLimits", "RateLimiter", "Throttle"]
+
+
+class Limits(ABC):
+    @abstractmethod
+    async def take(self, user_id: str) -> float:
+        """Spend one of the user's write tokens: 0.0 if allowed, else the seconds to wait."""
+
+    @abstractmethod
+    async def typing(self, room: str, user_id: str) -> bool:
+        """May this "typing" signal go out (or is it too close to the previous one)?"""
+
+
+class LocalLimits(Limits):
+    def __init__(self, rate: float, burst: int, typing_interval: float) -> None:
+        self.limiter = RateLimiter(rate, burst)
+        self.throttle = Throttle(typing_interval)
+
+    async def take(self, user_id: str) -> float:
+        return self.limiter.take(user_id)
+
+    async def typing(self, room: str, user_id: str) -> bool:
+        return self.throttle.allow((room, user_id))
 
 
 class RateLimiter:

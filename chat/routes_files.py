@@ -56,12 +56,12 @@ async def upload(
     chat = chat_of(state)
     cmid = check_client_msg_id(client_msg_id)
     filename = check_file_name(name)
-    await chat.store.room_id(room)
+    await chat.store.require_room(room)
     earlier = await chat.store.find_sent(user.id, cmid)
     if earlier is not None:
         await drain(request.stream(), 4 * chat.settings.max_file_bytes)  # read it, then answer
         return replayed(earlier, room)
-    chat.spend(user)
+    await chat.spend(user)
     stored = await chat.files.save(
         request.stream(), filename, request.headers.get("content-type"), request.content_length
     )
@@ -83,25 +83,25 @@ async def upload(
     raises=errors(401, 404, 409, 503),
     operation_class=FileOperation,
 )
-async def download(state: State, user: CurrentUser, file_id: FromPath[str], name: FromPath[str]) -> File:
+async def download(state: State, user: CurrentUser, file_id: FromPath[str], name: FromPath[str]) -> Response[Any]:
     """Images inline (typed from their bytes), everything else as an ``attachment`` download."""
     chat = chat_of(state)
-    path = chat.files.path(file_id)
-    info = await chat.store.file(file_id) if path is not None else None
-    if path is None or info is None:
+    info = await chat.store.file(file_id) if chat.files.valid_id(file_id) else None
+    content = await chat.files.content(file_id) if info is not None else None
+    if info is None or content is None:
         raise NotFoundException("no such file (it may have been deleted with its message)")
     disposition = "inline" if info.image else "attachment"
     ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in info.name)
-    return File(
-        path,
-        media_type=info.content_type if info.image else "application/octet-stream",
-        headers={
-            "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(info.name)}",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": FILE_CSP,
-            "Cache-Control": "private, max-age=86400",
-        },
-    )
+    media_type = info.content_type if info.image else "application/octet-stream"
+    headers = {
+        "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(info.name)}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": FILE_CSP,
+        "Cache-Control": "private, max-age=86400",
+    }
+    if isinstance(content, bytes):  # kept in Redis
+        return Response(content, media_type=media_type, headers=headers)
+    return File(content, media_type=media_type, headers=headers)
 
 
 handlers = [upload, download]

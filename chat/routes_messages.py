@@ -70,7 +70,7 @@ async def send(
     earlier = await chat.store.find_sent(user.id, client_msg_id)
     if earlier is not None:
         return replayed(earlier, room)  # a retry costs no rate-limit token
-    chat.spend(user)
+    await chat.spend(user)
     message, created = await chat.store.post(room, user, text, client_msg_id)
     if not created:  # a concurrent retry won the race
         return replayed(message, room)
@@ -84,7 +84,7 @@ async def edit(
 ) -> dict[str, Any]:
     chat = chat_of(state)
     text = check_text(data.text, chat.settings.max_text)
-    chat.spend(user)
+    await chat.spend(user)
     return await chat.store.edit(room, message_id, user, text)
 
 
@@ -93,7 +93,7 @@ async def edit(
 )
 async def remove(state: State, user: CurrentUser, room: FromPath[str], message_id: FromPath[int]) -> None:
     chat = chat_of(state)
-    chat.spend(user)
+    await chat.spend(user)
     file_id = await chat.store.delete(room, message_id, user)
     if file_id is not None:
         await chat.files.remove(file_id)
@@ -110,7 +110,7 @@ async def react(
     """Toggle an emoji reaction of yours on a message."""
     chat = chat_of(state)
     emoji = check_emoji(data.emoji)
-    chat.spend(user)
+    await chat.spend(user)
     return await chat.store.react(room, message_id, user, emoji)
 
 

@@ -12,8 +12,8 @@ from litestar.params import FromPath, JSONBody
 from shared.errors import errors
 
 from .context import CurrentUser, chat_of
+from .model import room_topic
 from .rules import check_room_name
-from .store import room_topic
 
 __all__ = ["handlers"]
 
@@ -38,7 +38,7 @@ async def list_rooms(state: State, user: CurrentUser) -> dict[str, Any]:
 async def create_room(state: State, user: CurrentUser, data: JSONBody[RoomBody]) -> dict[str, Any]:
     chat = chat_of(state)
     name = check_room_name(data.name, chat.settings.max_room_name)
-    chat.spend(user)
+    await chat.spend(user)
     return await chat.store.create_room(name, user)
 
 
@@ -46,8 +46,8 @@ async def create_room(state: State, user: CurrentUser, data: JSONBody[RoomBody])
 async def typing(state: State, user: CurrentUser, room: FromPath[str]) -> None:
     """Say "I am typing" (ephemeral: never stored, never replayed); extra calls are dropped."""
     chat = chat_of(state)
-    await chat.store.room_id(room)
-    if chat.typing.allow((room, user.id)):
+    await chat.store.require_room(room)
+    if await chat.limits.typing(room, user.id):
         await chat.announce(room_topic(room), "typing", {"id": user.id, "name": user.name})
 
 

@@ -30,7 +30,7 @@ async def join(request: Request[Any, Any, Any], state: State, data: JSONBody[Nam
     name = check_user_name(data.name, chat.settings.max_user_name)
     old = chat.signer.loads(request.cookies.get(COOKIE))
     user = User(old.id if old else new_user_id(), name)
-    if not chat.presence.claim(user):
+    if not await chat.names.claim(user):
         raise ClientException(f"the name {name!r} is taken by someone online: pick another", status_code=409)
     if old is None:
         await chat.store.start_reading(user.id)
@@ -46,7 +46,7 @@ async def whoami(state: State, user: CurrentUser) -> Response[dict[str, str]]:
 @delete(
     "/chat/session",
     status_code=204,
-    raises=errors(403),
+    raises=errors(403, 503),
     response_cookies=[Cookie(key=COOKIE, value="", path="/chat", max_age=0, httponly=True, samesite="lax")],
 )
 async def leave(request: Request[Any, Any, Any], state: State) -> None:
@@ -54,7 +54,7 @@ async def leave(request: Request[Any, Any, Any], state: State) -> None:
     chat = chat_of(state)
     user = chat.signer.loads(request.cookies.get(COOKIE))
     if user is not None:
-        chat.presence.release(user.id)
+        await chat.names.release(user.id)
 
 
 handlers = [join, whoami, leave]

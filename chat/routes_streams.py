@@ -1,8 +1,9 @@
 """The event streams: one per room (messages, edits, presence, typing) and the lobby (room list).
 
-Both resume from ``Last-Event-ID`` straight from the database. A room stream also keeps its
-reader "in" the room for presence, and opens with a ``presence`` snapshot (no id: it describes
-now, and is sent again on every reconnect).
+Both resume from ``Last-Event-ID`` straight from the store's log (the SQLite file, or the Redis
+stream on any instance). A room stream also keeps its reader "in" the room for presence, and
+opens with a ``presence`` snapshot (no id: it describes now, and is sent again on every
+reconnect).
 """
 
 from __future__ import annotations
@@ -14,27 +15,37 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from shared.backends import BackendUnavailable
 from shared.encoding import encode_json
 from shared.errors import errors
 from shared.responses import last_event_id, sse_response
 
 from .context import CurrentUser, chat_of
-from .store import LOBBY, room_topic
+from .model import LOBBY, room_topic
+from .redis_conn import UNAVAILABLE
 
 __all__ = ["handlers"]
 
 
 @get("/chat/rooms/{room:str}/events", media_type="text/event-stream", raises=errors(401, 404, 409, 503))
 async def room_events(request: Request[Any, Any, Any], state: State, user: CurrentUser, room: FromPath[str]) -> Stream:
+    """Messages, edits, deletions and reactions (stored, resumable), presence and typing (live).
+
+    409 if the room is full (``max_room_members``): refused before the stream starts."""
     chat = chat_of(state)
-    await chat.store.room_id(room)  # 404 before any stream starts
+    await chat.store.require_room(room)  # 404 before any stream starts
+    await chat.presence.admit(room, user)
     entered = False
 
     async def prelude() -> bytes:
         nonlocal entered
         chat.presence.enter(room, user)
         entered = True
-        return encode_json({"members": chat.presence.members(room)}, event="presence")
+        try:
+            members = await chat.presence.members(room)
+        except UNAVAILABLE as exc:  # Redis went away just now: the stream ends, the client comes back
+            raise BackendUnavailable(str(exc)) from exc
+        return encode_json({"members": members}, event="presence")
 
     async def on_close() -> None:
         # Runs while the stream's task is cancelled (client gone): no awaiting in here.

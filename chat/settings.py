@@ -21,6 +21,10 @@ class ChatSettings:
     rate: float = 10.0
     burst: int = 20
     max_rooms: int = 100
+    # People in one room at once (those with it open, and those in their grace period). One more
+    # is refused with 409 when opening the room's stream; someone already in it (another tab, a
+    # reconnect) never is.
+    max_room_members: int = 2000
     max_room_name: int = 32
     max_user_name: int = 24
     # Distinct emoji on one message; stops a message from growing a wall of reactions.
@@ -38,3 +42,16 @@ class ChatSettings:
     # Set when served over HTTPS (behind a TLS proxy), so the browser never sends it in clear.
     secure_cookie: bool = False
     default_rooms: tuple[str, ...] = ("general", "random")
+
+    # -- the Redis store only (create_app(..., backend_url="redis://...")) --
+    # Events kept per room stream: history and resume reach this far back; a message whose event
+    # is trimmed leaves history, and a client resuming from before it gets `reset`. A `maxlen`
+    # in the backend URL wins.
+    redis_retention: int = 10_000
+    # A room entry of an instance that stopped heartbeating expires after this many seconds (its
+    # people then leave); instances heartbeat every third of it.
+    presence_ttl: float = 15.0
+    # How long a send's client_msg_id is remembered: a retry within it returns the first message.
+    redis_sent_ttl: float = 7 * 24 * 3600.0
+    # An upload not attached to a message (its send failed) is dropped after this many seconds.
+    pending_upload_ttl: float = 3600.0

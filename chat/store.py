@@ -1,4 +1,4 @@
-"""Chat state in SQLite: rooms, messages, edits, reactions, files, read markers.
+"""The SQLite store: rooms, messages, edits, reactions, files, read markers in one file.
 
 Every change is ONE transaction that updates the tables and appends the matching event to the
 room's log (``events``), so the log and the tables never disagree: a client that loads history
@@ -8,11 +8,11 @@ once. After the commit the backend is woken so live streams pick the event up.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -21,27 +21,13 @@ from litestar.exceptions import ClientException, NotFoundException, PermissionDe
 from . import rules
 from .backend import SqliteBackend, append_event, latest_seq
 from .db import Database
-from .session import User
+from .model import LOBBY, MAX_ID, SYSTEM, ChatStore, Message, StoredFile, dumps, room_topic
+from .session import User, load_or_create_key
 from .settings import ChatSettings
 
-__all__ = ["LOBBY", "ChatStore", "StoredFile", "room_topic"]
+__all__ = ["LOBBY", "SqliteStore", "StoredFile", "room_topic"]
 
-LOBBY = "lobby"
-SYSTEM = "system"
-# SQLite integers are 64-bit; anything past this cannot be one of our ids (and must not reach
-# the driver, which would raise OverflowError: a 500).
-MAX_ID = 2**62
-
-Message = dict[str, Any]
 T = TypeVar("T")
-
-
-def room_topic(room: str) -> str:
-    return f"room:{room}"
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 class _Log:
@@ -52,18 +38,7 @@ class _Log:
         self.appended: list[tuple[str, int]] = []
 
     def add(self, topic: str, event: str, obj: Any) -> None:
-        self.appended.append((topic, append_event(self.conn, topic, event, _json(obj))))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """An upload already written to the files dir, about to be attached to a message."""
-
-    id: str
-    name: str
-    content_type: str
-    size: int
-    image: bool
+        self.appended.append((topic, append_event(self.conn, topic, event, dumps(obj))))
 
 
 _MESSAGE_SQL = """
@@ -121,14 +96,24 @@ def _load(conn: sqlite3.Connection, message_id: int) -> Message:
     return _to_message(row, _reactions(conn, [message_id]).get(message_id, []))
 
 
-class ChatStore:
-    """The chat's state; every method is safe to call from request handlers concurrently."""
+class SqliteStore(ChatStore):
+    """The chat's state in one SQLite file; the session key in a file next to it."""
 
-    def __init__(self, db: Database, backend: SqliteBackend, settings: ChatSettings) -> None:
+    def __init__(self, db: Database, backend: SqliteBackend, settings: ChatSettings, key_file: Path) -> None:
         self.db = db
         self.backend = backend
         self.settings = settings
+        self.key_file = key_file
         self._room_ids: dict[str, int] = {}  # rooms are never deleted, so this never goes stale
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def secret(self) -> bytes:
+        return await asyncio.to_thread(load_or_create_key, self.key_file)
 
     async def _change(self, fn: Callable[[_Log], T]) -> T:
         """Run ``fn`` in a write transaction; after the commit, wake the topics it appended to."""
@@ -185,6 +170,9 @@ class ChatStore:
                 raise NotFoundException(f"no room named {name[:40]!r}: create it with POST /chat/rooms")
             room_id = self._room_ids[name] = int(row[0])
         return room_id
+
+    async def require_room(self, name: str) -> None:
+        await self.room_id(name)
 
     async def create_room(self, name: str, user: User) -> dict[str, Any]:
         def tx(log: _Log) -> dict[str, Any]:
@@ -357,7 +345,6 @@ class ChatStore:
         await self.db.write(lambda conn: _mark_read(conn, user_id, room_id, message_id))
 
     async def start_reading(self, user_id: str) -> None:
-        """A new person: what was said before they joined does not count as unread."""
         await self.db.write(
             lambda conn: conn.execute(
                 "INSERT OR IGNORE INTO reads (user_id, room_id, last_read)"
@@ -367,8 +354,6 @@ class ChatStore:
         )
 
     async def file(self, file_id: str) -> StoredFile | None:
-        """A downloadable file: one whose message still exists."""
-
         def tx(conn: sqlite3.Connection) -> StoredFile | None:
             row = conn.execute(
                 "SELECT f.* FROM files f JOIN messages m ON m.file_id = f.id WHERE f.id = ? AND m.deleted = 0",

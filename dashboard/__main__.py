@@ -1,12 +1,32 @@
-"""``python -m dashboard [--port 8000] [--control-token T] [--interval 1]``: the dashboard alone."""
+"""``python -m dashboard [--port 8000] [--control-token T] [--interval 1] [--host-name NAME]
+[--backend redis://... [--workers N]]``: the dashboard alone, for one host or several."""
 
 from __future__ import annotations
 
+import argparse
 import os
 
-from shared.server import base_parser, run_from_args
+from litestar import Litestar
+
+from shared.backends import from_url
+from shared.hub import Hub
+from shared.security import new_token
+from shared.server import base_parser, serve_build
 
 from .app import create_app, login_lines
+
+
+def build(args: argparse.Namespace) -> Litestar:
+    """The app of one worker (``serve_build`` calls it in each, with the same ``args``)."""
+    app = create_app(
+        args.data_dir,
+        control_token=args.control_token,
+        interval=args.interval,
+        hub=Hub(from_url(args.backend)),
+        host_name=args.host_name,
+    )
+    app.state.control_token_generated = args.control_token_generated
+    return app
 
 
 def main() -> None:
@@ -14,16 +34,27 @@ def main() -> None:
     parser.add_argument(
         "--control-token",
         default=os.environ.get("DASHBOARD_CONTROL_TOKEN") or None,
-        help="token that allows control actions (default: $DASHBOARD_CONTROL_TOKEN, else one is generated)",
+        help="token that allows control actions (default: $DASHBOARD_CONTROL_TOKEN, else one is generated); "
+        "every instance showing the same hosts needs the same one",
     )
     parser.add_argument("--interval", type=float, default=1.0, help="sampling interval, 0.25-60 s (default: 1)")
+    parser.add_argument(
+        "--host-name",
+        default=None,
+        help="the name this instance's host is listed under (default: the machine's name); instances on one "
+        "--backend redis://... show each other's hosts",
+    )
     args = parser.parse_args()
+    # Made here, once: every worker builds its app from these args, and they must agree on it.
+    args.control_token_generated = args.control_token is None
+    if args.control_token is None:
+        args.control_token = new_token()
     try:
-        app = create_app(args.data_dir, control_token=args.control_token, interval=args.interval)
+        app = build(args)  # also checks the arguments before any worker starts
     except ValueError as exc:
         parser.error(str(exc))
     host = f"[{args.host}]" if ":" in args.host else args.host
-    run_from_args(app, args, login_lines(app, f"http://{host}:{args.port}"))
+    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}"))
 
 
 if __name__ == "__main__":

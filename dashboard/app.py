@@ -1,9 +1,12 @@
-"""``/dashboard/``: live system metrics from psutil, with guarded control actions.
+"""``/dashboard/``: live system metrics from psutil, with guarded control actions, for one or more hosts.
 
-- ``GET /dashboard/events``: ``snapshot`` + ``history`` on connect, then ephemeral ``metrics``
-  frames, and stored (replayed on resume) ``alert``, ``resolved``, ``command``, ``settings``.
-- ``GET /dashboard/snapshot``, ``/history``, ``/audit``, ``/whoami``: the same state as JSON.
-- ``POST /dashboard/commands``: settings and process actions; control token required.
+- ``GET /dashboard/events?host=``: ``hosts`` + ``snapshot`` + ``history`` on connect, then ephemeral
+  ``metrics`` frames, and stored (replayed on resume) ``alert``, ``resolved``, ``command``,
+  ``settings``; ``gone`` when the host went away.
+- ``GET /dashboard/hosts``: the hosts this instance can see (each instance publishes its own).
+- ``GET /dashboard/snapshot``, ``/history``, ``/audit`` (``?host=``), ``/whoami``: state as JSON.
+- ``POST /dashboard/commands?host=``: settings and process actions, run by the instance that owns
+  the host; control token required.
 - ``POST /dashboard/login`` / ``logout``: the page's HttpOnly cookie.
 - ``GET /dashboard/session/events`` + ``POST /dashboard/session/respond``: the page's session, over
   which the server asks it to confirm dangerous actions.
@@ -11,32 +14,37 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.exceptions import ClientException, ValidationException
+from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Example
-from litestar.params import Body, FromQuery, JSONBody
+from litestar.params import Body, FromQuery, JSONBody, QueryParameter
 from litestar.response import File, Stream
 
 from shared.apps import app_defaults
 from shared.correlation import Correlator
+from shared.encoding import encode_json
 from shared.errors import errors
-from shared.hub import Hub
+from shared.hub import Hub, Subscription
 from shared.openapi import JSONRPC_RESPONSE, FileOperation, read_body
 from shared.pages import static_router, vendor_router
 from shared.responses import last_event_id, sse_response
+from shared.routing import Router
 from shared.security import redact_access_log
 
-from .actions import parse_command
 from .alerts import Rule
 from .audit import AuditLog
 from .auth import ControlAuth
+from .cluster import Cluster
 from .commands import Commander
-from .sampler import TOPIC, Sampler
+from .hosts import Hosts, check_host_name, host_topic
+from .sampler import Sampler
 
 __all__ = ["control_token", "create_app"]
 
@@ -69,37 +77,84 @@ async def page() -> File:
     return File(STATIC / "dashboard.html", content_disposition_type="inline", media_type="text/html")
 
 
-@get("/dashboard/events", media_type="text/event-stream", raises=errors(503))
-async def events(request: Request[Any, Any, Any], state: State) -> Stream:
-    """The latest state first (never stale frames), then live frames and events."""
-    sampler: Sampler = state.sampler
-    return sse_response(state.hub, TOPIC, last_id=last_event_id(request), prelude=sampler.prelude)
+HOST_DOC = "a host name from GET /dashboard/hosts (default: this instance's own host)"
+HostQuery = Annotated[str | None, QueryParameter(description=HOST_DOC)]
 
 
-@get("/dashboard/snapshot")
-async def snapshot(state: State) -> dict[str, Any]:
-    sampler: Sampler = state.sampler
-    return sampler.snapshot()
+@get("/dashboard/events", media_type="text/event-stream", raises=errors(400, 404, 429, 503, 504))
+async def events(request: Request[Any, Any, Any], state: State, host: HostQuery = None) -> Stream:
+    """The host list and the latest state first (never stale frames), then live frames and events."""
+    hosts: Hosts = state.hosts
+    cluster: Cluster = state.cluster
+    name = hosts.resolve(host)
+    last_id = last_event_id(request)
+    if hosts.owns(name):
+        sampler: Sampler = state.sampler
+
+        async def prelude() -> bytes:
+            return cluster.hosts_event() + await sampler.prelude()
+
+        body: Any = prelude
+    else:
+        body, latest = await cluster.remote_prelude(name)  # 404/503 for a host not (or no longer) there
+        last_id = last_id or latest
+    subs: list[Subscription] = []
+
+    def opened(sub: Subscription) -> None:
+        subs.append(sub)
+        hosts.stream_opened(name, sub)
+
+    async def closed() -> None:
+        for sub in subs:
+            hosts.stream_closed(name, sub)
+
+    def farewell(sub: Subscription) -> bytes | None:
+        if sub.ended_reason != "gone":
+            return None
+        return encode_json({"host": name, "detail": f"host {name!r} went away: its dashboard stopped"}, event="gone")
+
+    return sse_response(
+        state.hub, host_topic(name), last_id=last_id, prelude=body, on_open=opened, on_close=closed, farewell=farewell
+    )
 
 
-@get("/dashboard/history")
-async def history(state: State) -> dict[str, Any]:
-    sampler: Sampler = state.sampler
-    return sampler.history_json()
+@get("/dashboard/hosts")
+async def hosts_list(state: State) -> dict[str, Any]:
+    """The hosts this instance sees: live ones with their owning instance, and those gone."""
+    hosts: Hosts = state.hosts
+    return hosts.info()
 
 
-@get("/dashboard/audit")
+@get("/dashboard/snapshot", raises=errors(400, 404, 503, 504))
+async def snapshot(state: State, host: HostQuery = None) -> dict[str, Any]:
+    hosts: Hosts = state.hosts
+    cluster: Cluster = state.cluster
+    result: dict[str, Any] = await cluster.snapshot(hosts.resolve(host))
+    return result
+
+
+@get("/dashboard/history", raises=errors(400, 404, 503, 504))
+async def history(state: State, host: HostQuery = None) -> dict[str, Any]:
+    hosts: Hosts = state.hosts
+    cluster: Cluster = state.cluster
+    result: dict[str, Any] = await cluster.history(hosts.resolve(host))
+    return result
+
+
+@get("/dashboard/audit", raises=errors(400, 404, 503, 504))
 async def audit_log(
-    state: State, limit: FromQuery[int] = 100, before: FromQuery[int | None] = None
+    state: State, limit: FromQuery[int] = 100, before: FromQuery[int | None] = None, host: HostQuery = None
 ) -> list[dict[str, Any]]:
-    """The audit log, newest first; ``before=<id>`` pages back."""
+    """The audit log of a host (kept by its owner), newest first; ``before=<id>`` pages back."""
     if not 1 <= limit <= 1000:
         raise ValidationException("limit must be between 1 and 1000")
     if before is not None and not 1 <= before <= MAX_ROW_ID:
         # Found by schemathesis: a larger int does not fit SQLite's INTEGER (OverflowError, a 500).
         raise ValidationException("before must be an audit entry id (a positive 64-bit integer)")
-    audit: AuditLog = state.audit
-    return await audit.arecent(limit, before)
+    hosts: Hosts = state.hosts
+    cluster: Cluster = state.cluster
+    result: list[dict[str, Any]] = await cluster.audit_log(hosts.resolve(host), limit, before)
+    return result
 
 
 @get("/dashboard/whoami")
@@ -122,17 +177,18 @@ async def logout() -> Response[dict[str, Any]]:
     return Response({"can_control": False, "via": None}, cookies=[ControlAuth.logout_cookie()])
 
 
-@post("/dashboard/commands", status_code=200, raises=errors(401, 403, 404, 409, 413, 422, 503))
-async def commands(request: Request[Any, Any, Any], state: State, data: JSONBody[CommandBody]) -> dict[str, Any]:
-    """Run a command and answer its outcome (after the confirmation, when one is needed)."""
+@post("/dashboard/commands", status_code=200, raises=errors(400, 401, 403, 404, 409, 413, 422, 503, 504))
+async def commands(
+    request: Request[Any, Any, Any], state: State, data: JSONBody[CommandBody], host: HostQuery = None
+) -> dict[str, Any]:
+    """Run a command on the instance that owns the host and answer its outcome (after the
+    confirmation, when one is needed). 503 when the host went away."""
     auth: ControlAuth = state.auth
     actor = auth.require(request)
-    try:
-        cmd = parse_command(data)
-    except ValueError as exc:
-        raise ClientException(status_code=422, detail=str(exc)) from None
-    commander: Commander = state.commander
-    return await commander.run(cmd, actor)
+    hosts: Hosts = state.hosts
+    cluster: Cluster = state.cluster
+    result: dict[str, Any] = await cluster.command(hosts.resolve(host), data, actor)
+    return result
 
 
 @get("/dashboard/session/events", media_type="text/event-stream", raises=errors(403, 409, 429, 503))
@@ -178,15 +234,37 @@ def create_app(
     process_limit: int = 300,
     rules: list[Rule] | None = None,
     session_grace: float = 30.0,
+    max_sessions: int = 10_000,
+    max_login_failures: int = 10,
+    host_name: str | None = None,
+    beat: float = 2.0,
 ) -> Litestar:
     """The dashboard app. ``control_token=None`` generates one: read it with :func:`control_token`
-    (``app.state.control_token_generated`` says whether it was)."""
+    (``app.state.control_token_generated`` says whether it was). ``max_sessions`` caps the pages'
+    confirmation sessions (429 past it); ``max_login_failures`` wrong log-ins within a minute make
+    further log-ins 429 for that minute.
+
+    Several instances on one Redis ``hub`` show each other's hosts: ``host_name`` (default: the
+    machine's name) is the host this instance samples, or shares with other instances of the same
+    name, one of which samples it. Instances announce themselves every ``beat`` seconds; one
+    not heard from for three beats is gone. All instances must share the control token."""
+    name = check_host_name(host_name if host_name is not None else default_host_name())
     hub = hub or Hub()
-    auth = ControlAuth(control_token)
-    sampler = Sampler(hub, interval=interval, history_seconds=history_seconds, process_limit=process_limit, rules=rules)
-    correlator = Correlator(hub, grace=session_grace, max_timeout=max(confirm_timeout, 1.0))
+    auth = ControlAuth(control_token, max_failures=max_login_failures)
+    sampler = Sampler(
+        hub,
+        interval=interval,
+        history_seconds=history_seconds,
+        process_limit=process_limit,
+        rules=rules,
+        topic=host_topic(name),
+    )
+    correlator = Correlator(hub, grace=session_grace, max_timeout=max(confirm_timeout, 1.0), max_sessions=max_sessions)
     audit = AuditLog(Path(data_dir) / "dashboard.sqlite3")
     commander = Commander(hub, sampler, correlator, audit, confirm_timeout=confirm_timeout)
+    router = Router(hub, "dashboard", meta={"host": name, "since": time.time()}, beat=beat)
+    hosts = Hosts(router, sampler, name)
+    cluster = Cluster(router, hosts, sampler, commander, correlator, audit)
     return Litestar(
         route_handlers=[
             page,
@@ -195,6 +273,7 @@ def create_app(
             history,
             audit_log,
             whoami,
+            hosts_list,
             login,
             logout,
             commands,
@@ -211,23 +290,37 @@ def create_app(
                 "correlator": correlator,
                 "audit": audit,
                 "commander": commander,
+                "router": router,
+                "hosts": hosts,
+                "cluster": cluster,
                 "control_token": auth.token,
                 "control_token_generated": auth.generated,
-                "sse_hubs": [hub],
+                # Closed in this order by shared.server before the app's shutdown hooks: no more
+                # frames, then the goodbye (through the hub, so before it), so another instance of
+                # this host takes over and the others see it gone at once, not after three beats.
+                "sse_hubs": [hosts, router, hub],
             }
         ),
-        on_startup=[redact_access_log, hub.start, correlator.start, audit.start, sampler.start],
-        on_shutdown=[sampler.stop, correlator.close, audit.stop, hub.close],
+        # The election in hosts.start starts the sampler when this instance owns its host.
+        on_startup=[redact_access_log, hub.start, correlator.start, audit.start, router.start, hosts.start],
+        on_shutdown=[hosts.stop, router.close, correlator.close, audit.stop, hub.close],
         **app_defaults(
             "/dashboard", "dashboard", "Live system metrics over SSE, with guarded control actions.", max_body=MAX_BODY
         ),
     )
 
 
+def default_host_name() -> str:
+    """The machine's name, cut to what a host name may be here (``check_host_name``)."""
+    raw = socket.gethostname().split(".")[0] or "localhost"
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in raw)[:63].lstrip("._-")
+    return cleaned or "localhost"
+
+
 def login_lines(app: Litestar, base_url: str) -> list[str]:
     """What to print at start: where the dashboard is and, if generated, its control token."""
     url = f"{base_url}/dashboard/"
-    lines = [f"Dashboard on {url}"]
+    lines = [f"Dashboard on {url} (host {app.state.hosts.name!r})"]
     if app.state.control_token_generated:
         token = control_token(app)
         lines += [

@@ -7,6 +7,10 @@ reason) and ends as one row in the audit log. The POST waits for the outcome and
 Confirmation is a server-to-client request (``shared.correlation``): the page that acts opened a
 session stream and passes its ``client_id``; the server asks that page, with a deadline, and acts
 only on an explicit yes. No answer in time, a "no", or the page going away: nothing happens.
+
+With several instances (issue 7) the command runs on the instance that owns the host, while the
+page's session may live on another one: the owner asks through an :data:`Ask` function, which is
+:func:`local_ask` here or a routed call to the instance holding the session (``app.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +32,32 @@ from . import actions
 from .actions import Command, Refused
 from .audit import AuditLog, AuditRecord
 from .auth import Actor
-from .sampler import TOPIC, Sampler
+from .sampler import Sampler
 
-__all__ = ["Commander"]
+__all__ = ["Ask", "Commander", "local_ask"]
+
+# (client_id, confirmation params, timeout) -> the page's answer; raises Refused when there is none.
+Ask = Callable[[str, dict[str, Any], float], Awaitable[Any]]
+
+
+def local_ask(correlator: Correlator) -> Ask:
+    """Ask a page whose session is on this instance."""
+
+    async def ask(client_id: str, params: dict[str, Any], timeout: float) -> Any:
+        try:
+            return await correlator.request(client_id, "confirm", params, timeout=timeout)
+        except jsonrpc.RemoteError as exc:
+            raise Refused(409, "declined", f"not done: {exc.message or 'declined'}") from None
+        except RequestTimeout:
+            raise Refused(409, "unanswered", f"not done: no confirmation within {timeout:g} s") from None
+        except (ClientGone, UnknownClient):
+            if correlator.closed:
+                raise Refused(503, "unanswered", "not done: the server is shutting down") from None
+            raise Refused(409, "unanswered", "not done: the confirming page went away") from None
+        except RequestCancelled:
+            raise Refused(409, "unanswered", "not done: the confirmation was cancelled") from None
+
+    return ask
 
 
 @dataclass(slots=True)
@@ -38,6 +66,7 @@ class _Run:
     cmd: Command
     actor: Actor
     target: dict[str, Any] | None = None
+    via: str = ""
 
     def event(self, phase: str, detail: str = "", outcome: str | None = None) -> dict[str, Any]:
         return {
@@ -63,6 +92,11 @@ class Commander:
         self.correlator = correlator
         self.audit = audit
         self.confirm_timeout = confirm_timeout
+        self.local_ask = local_ask(correlator)
+
+    @property
+    def topic(self) -> str:
+        return self.sampler.topic
 
     def needs_confirmation(self, cmd: Command, actor: Actor) -> bool:
         """Dangerous process actions are confirmed by a person, except when a Bearer client says
@@ -73,27 +107,39 @@ class Commander:
             return False
         return cmd.confirm or actor.via != "bearer"
 
-    async def run(self, cmd: Command, actor: Actor) -> dict[str, Any]:
+    def check_confirmable(self, cmd: Command, actor: Actor) -> bool:
+        """Whether ``cmd`` will be confirmed; 422 if it must be but names no page to ask."""
         confirm = self.needs_confirmation(cmd, actor)
-        if confirm:
-            if cmd.client_id is None:
-                raise ClientException(
-                    status_code=422,
-                    detail=f"{cmd.action} must be confirmed: pass the client_id of your page's session "
-                    '(GET /dashboard/session/events); Bearer clients may send "confirm": false instead',
-                )
-            if not self.correlator.has_session(cmd.client_id):
-                raise ClientException(
-                    status_code=422,
-                    detail=f"no page session with client_id {cmd.client_id!r} is connected to confirm {cmd.action}",
-                )
-        run = _Run(uuid.uuid4().hex[:12], cmd, actor)
+        if confirm and cmd.client_id is None:
+            raise ClientException(
+                status_code=422,
+                detail=f"{cmd.action} must be confirmed: pass the client_id of your page's session "
+                '(GET /dashboard/session/events); Bearer clients may send "confirm": false instead',
+            )
+        return confirm
+
+    @staticmethod
+    def no_session(cmd: Command) -> ClientException:
+        return ClientException(
+            status_code=422,
+            detail=f"no page session with client_id {cmd.client_id!r} is connected to confirm {cmd.action}",
+        )
+
+    async def run(self, cmd: Command, actor: Actor, ask: Ask | None = None, *, via: str = "") -> dict[str, Any]:
+        """Run ``cmd`` here. ``ask`` reaches the confirming page (default: a session on this
+        instance); ``via`` names the instance the command came through, for the audit log."""
+        confirm = self.check_confirmable(cmd, actor)
+        if ask is None:
+            if confirm and not self.correlator.has_session(str(cmd.client_id)):
+                raise self.no_session(cmd)
+            ask = self.local_ask
+        run = _Run(uuid.uuid4().hex[:12], cmd, actor, via=via)
         await self._broadcast(run, "started")
         try:
             if cmd.action in actions.SETTINGS_ACTIONS:
                 detail = await self._settings(cmd, actor)
             else:
-                detail = await self._process(run, confirm)
+                detail = await self._process(run, confirm, ask)
         except asyncio.CancelledError:
             await asyncio.shield(self._finish(run, "failed", "interrupted before it finished (server shutting down)"))
             raise
@@ -129,10 +175,10 @@ class Commander:
             assert cmd.rules is not None
             await s.set_rules(cmd.rules)
             detail = "alert rules: " + ("; ".join(r.label for r in cmd.rules) or "none")
-        await self.hub.publish_json(TOPIC, {**s.settings(), "by": actor.label, "detail": detail}, event="settings")
+        await self.hub.publish_json(self.topic, {**s.settings(), "by": actor.label, "detail": detail}, event="settings")
         return detail
 
-    async def _process(self, run: _Run, confirm: bool) -> str:
+    async def _process(self, run: _Run, confirm: bool, ask: Ask) -> str:
         cmd = run.cmd
         assert cmd.pid is not None
         assert cmd.start_time is not None
@@ -141,10 +187,10 @@ class Commander:
         if confirm:
             assert cmd.client_id is not None
             await self._broadcast(run, "confirming", f"waiting for {cmd.client_id} to confirm")
-            await self._confirm(run)
+            await self._confirm(run, ask)
         return await asyncio.to_thread(actions.perform, proc, cmd.action, cmd.nice)
 
-    async def _confirm(self, run: _Run) -> None:
+    async def _confirm(self, run: _Run, ask: Ask) -> None:
         cmd = run.cmd
         assert cmd.client_id is not None
         assert run.target is not None
@@ -157,30 +203,21 @@ class Commander:
             "question": question,
             "timeout_s": self.confirm_timeout,
         }
-        try:
-            answer = await self.correlator.request(cmd.client_id, "confirm", params, timeout=self.confirm_timeout)
-        except jsonrpc.RemoteError as exc:
-            raise Refused(409, "declined", f"not done: {exc.message or 'declined'}") from None
-        except RequestTimeout:
-            raise Refused(409, "unanswered", f"not done: no confirmation within {self.confirm_timeout:g} s") from None
-        except (ClientGone, UnknownClient):
-            if self.correlator.closed:
-                raise Refused(503, "unanswered", "not done: the server is shutting down") from None
-            raise Refused(409, "unanswered", "not done: the confirming page went away") from None
-        except RequestCancelled:
-            raise Refused(409, "unanswered", "not done: the confirmation was cancelled") from None
+        answer = await ask(cmd.client_id, params, self.confirm_timeout)
         if not (isinstance(answer, dict) and answer.get("confirmed") is True):
             # Only an explicit yes acts; any other result is a no.
             raise Refused(409, "declined", "not done: the operator did not confirm")
 
     async def _broadcast(self, run: _Run, phase: str, detail: str = "", outcome: str | None = None) -> None:
-        await self.hub.publish_json(TOPIC, run.event(phase, detail, outcome), event="command")
+        await self.hub.publish_json(self.topic, run.event(phase, detail, outcome), event="command")
 
     async def _finish(self, run: _Run, outcome: str, detail: str) -> None:
         target = actions.target_text(run.target) if run.target else None
         if target is None and run.cmd.pid is not None:
             target = f"PID {run.cmd.pid}"
         who = run.actor.label + (f", page {run.cmd.client_id}" if run.cmd.client_id else "")
+        if run.via:
+            who += f", via instance {run.via}"
         await self.audit.awrite(AuditRecord(run.id, who, run.cmd.action, target, run.cmd.params, outcome, detail))
         phase = "succeeded" if outcome == "succeeded" else "failed"
         await self._broadcast(run, phase, detail, outcome)

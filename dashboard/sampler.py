@@ -22,11 +22,11 @@ from shared.hub import Hub
 from .alerts import METRICS, AlertEngine, Rule
 from .probe import Probe
 
-__all__ = ["MAX_INTERVAL", "MIN_INTERVAL", "TOPIC", "Sampler", "check_interval"]
+__all__ = ["MAX_INTERVAL", "MIN_INTERVAL", "TOPIC", "Sampler", "check_interval", "end_task"]
 
 log = logging.getLogger(__name__)
 
-TOPIC = "dashboard"
+TOPIC = "dashboard"  # the default; an app's sampler publishes on its host's topic (hosts.host_topic)
 MIN_INTERVAL, MAX_INTERVAL = 0.25, 60.0
 
 
@@ -65,8 +65,10 @@ class Sampler:
         history_seconds: float = 300.0,
         process_limit: int = 300,
         rules: list[Rule] | None = None,
+        topic: str = TOPIC,
     ) -> None:
         self.hub = hub
+        self.topic = topic
         self.interval = check_interval(interval)
         self.paused = False
         self.history_seconds = history_seconds
@@ -86,17 +88,21 @@ class Sampler:
 
     # -- lifetime -----------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
     async def start(self) -> None:
+        if self._task is not None:
+            return
         # The priming pass: rates and percentages need a previous reading to compare with.
         await asyncio.to_thread(self.probe.sample)
         self._task = asyncio.create_task(self._run(), name="dashboard-sampler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await end_task(task, self._wake)
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -155,7 +161,7 @@ class Sampler:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         began = loop.time()
-        while True:
+        while self._task is not None:  # not "while True": see end_task()
             self._wake.clear()
             if self.paused:
                 await self._wake.wait()
@@ -185,7 +191,7 @@ class Sampler:
         self.latest = frame
         self._remember(_point(frame))
         events = self.alerts.evaluate(frame)
-        await self.hub.publish_json(TOPIC, frame, event="metrics", ephemeral=True)
+        await self.hub.publish_json(self.topic, frame, event="metrics", ephemeral=True)
         await self._publish_alerts(events)
 
     def _remember(self, point: dict[str, float]) -> None:
@@ -196,9 +202,22 @@ class Sampler:
 
     async def _publish_alerts(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         for name, payload in events:
-            event_id = await self.hub.publish_json(TOPIC, payload, event=name)
+            event_id = await self.hub.publish_json(self.topic, payload, event=name)
             self.recent_alerts.appendleft({**payload, "event_id": event_id})
             self._alerts_version += 1
+
+
+async def end_task(task: asyncio.Task[None], wake: asyncio.Event, grace: float = 5.0) -> None:
+    """Cancel a loop task and wait (boundedly) for it to end. A client library may turn the
+    cancellation into its own error (redis-py can, mid-command), which the loop logs and survives:
+    so the loops also check a flag (``stop()`` clears their task first), and the wait is bounded."""
+    task.cancel()
+    wake.set()
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        log.warning("%s did not end within %g s of being cancelled", task.get_name(), grace)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r", task.get_name(), task.exception())
 
 
 def _dumps(obj: Any) -> str:

@@ -56,8 +56,8 @@ def create_app(settings: Settings | None = None) -> Mounts:
     apps: dict[str, Litestar] = {
         "/basics": basics.create_app(Hub(from_url(s.backend_url))),
         "/bidi": bidi.create_app(Hub(from_url(s.backend_url))),
-        # The chat's event log is its SQLite database, so --backend does not apply to it.
-        "/chat": chat.create_app(s.data_dir),
+        # memory:// keeps the chat in SQLite (one process); redis:// puts all of it in Redis.
+        "/chat": chat.create_app(s.data_dir, backend_url=s.backend_url),
         "/exec": remote_exec.create_app(s.data_dir, token=s.exec_token, policy=s.exec_policy),
         "/dashboard": dashboard.create_app(
             s.data_dir, control_token=s.dashboard_token, hub=Hub(from_url(s.backend_url))

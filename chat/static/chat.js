@@ -415,6 +415,14 @@ function renderTyping() {
 
 const outgoing = new Map(); // client_msg_id -> () => Promise (the send, to run again on "Retry")
 
+// Sends go out one at a time, in the order they were written. The server numbers messages in
+// the order it stores them, and requests in flight together (several connections, several
+// server instances) can be stored in any order; one at a time, yours appear as you wrote them.
+let sending = Promise.resolve();
+function enqueue(run) {
+  sending = sending.then(run, run);
+}
+
 function composerError(text) {
   $("composer-error").textContent = text;
   $("composer-error").hidden = !text;
@@ -428,7 +436,7 @@ function sendText(text) {
   toBottom();
   const run = () => deliver(clientId, room, () => api("POST", `/chat/rooms/${enc(room)}/messages`, { text, client_msg_id: clientId }));
   outgoing.set(clientId, run);
-  run();
+  enqueue(run);
 }
 
 function sendFile(file) {
@@ -446,7 +454,7 @@ function sendFile(file) {
       api("POST", url, file, { raw: true, headers: { "Content-Type": file.type || "application/octet-stream" } }),
     );
   outgoing.set(clientId, run);
-  run();
+  enqueue(run);
 }
 
 // Keep trying (same client_msg_id, so never twice) until the server has it or refuses it.
@@ -454,7 +462,8 @@ async function deliver(clientId, room, attempt) {
   try {
     const msg = await persist(attempt, {
       onRetry: (err) => {
-        const why = err instanceof ApiError && err.status === 429 ? "slowing down" : "offline";
+        const status = err instanceof ApiError ? err.status : 0;
+        const why = status === 429 ? "slowing down" : status >= 500 ? "server unavailable" : "offline";
         list.setPendingStatus(clientId, `${why}, retrying…`);
       },
     });
@@ -471,7 +480,7 @@ async function deliver(clientId, room, attempt) {
 
 function resend(clientId) {
   const run = outgoing.get(clientId);
-  if (run) run();
+  if (run) enqueue(run);
 }
 
 async function react(msg, emoji) {

@@ -1,8 +1,10 @@
-// dashboard.js: the page. One stream for metrics and events, one session stream (when logged in)
-// over which the server asks this page to confirm dangerous actions.
-import { connect, session } from "./sse.js";
+// dashboard.js: the page. One stream for the metrics and events of the host on screen (any host
+// the server can see: ?host=), one session stream (when logged in) over which the server asks
+// this page to confirm dangerous actions, whichever host they are for.
+import { connect, session, withParam } from "./sse.js";
 import { Chart } from "./charts.js";
 import { ProcessTable } from "./procs.js";
+import { HostSwitcher } from "./hosts.js";
 import { Confirmer } from "./confirm.js";
 import { bytes, clock, duration, el, level, pct, rate, started } from "./format.js";
 
@@ -19,6 +21,15 @@ const state = {
   seen: new Set(), // stored event ids already shown (snapshot + replay can overlap)
   activity: [],
 };
+
+const hosts = new HostSwitcher({
+  select: $("host-select"),
+  count: $("host-count"),
+  banner: $("host-banner"),
+  onSwitch: () => switchStream(),
+});
+// Every per-host request names the host on screen (none yet: the server's own host).
+const forHost = (url) => withParam(url, "host", hosts.host);
 
 // -- charts ---------------------------------------------------------------------------------------
 const percent = (v) => `${v.toFixed(0)} %`;
@@ -271,8 +282,9 @@ function onCommand(c, id) {
 const RESULT_TAG = { succeeded: "ok", declined: "warn", unanswered: "warn" };
 
 async function loadAudit() {
-  const res = await fetch("/dashboard/audit?limit=50");
-  if (!res.ok) return;
+  const host = hosts.host;
+  const res = await fetch(forHost("/dashboard/audit?limit=50"));
+  if (!res.ok || host !== hosts.host) return; // failed, or another host is on screen by now
   const rows = await res.json();
   const items = rows.map((r) => {
     const li = el("li");
@@ -342,7 +354,7 @@ async function login(token) {
 }
 
 async function command(body) {
-  const res = await fetch("/dashboard/commands", {
+  const res = await fetch(forHost("/dashboard/commands"), {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body),
@@ -368,9 +380,10 @@ for (const button of actionButtons) {
     }
     const body = { action, pid: sel.pid, start_time: sel.start, client_id: state.session.clientId };
     if (action === "renice") body.nice = Number($("nice").value);
-    status("cmd-status", null, `${action} PID ${sel.pid}: waiting for the server…`);
+    const what = `${action} PID ${sel.pid} on ${hosts.host}`;
+    status("cmd-status", null, `${what}: waiting for the server…`);
     const r = await command(body);
-    status("cmd-status", r.ok, r.ok ? `${action} PID ${sel.pid}: ${r.data.detail}` : `${action} PID ${sel.pid}: ${r.data.detail || r.status}`);
+    status("cmd-status", r.ok, `${what}: ${r.data.detail || r.status}`);
   });
 }
 
@@ -420,25 +433,77 @@ function setBadge(s) {
   $("state").textContent = s;
 }
 
-connect("/dashboard/events", {
-  on: {
-    snapshot: (snap) => {
-      applySettings(snap.settings);
-      state.activeAlerts = new Map(snap.alerts.active.map((a) => [a.alert_id, a]));
-      for (const a of [...snap.alerts.recent].reverse()) onAlertEvent(a, a.event_id);
-      renderAlerts();
-      if (snap.metrics) applyFrame(snap.metrics);
+function openStream() {
+  return connect(forHost("/dashboard/events"), {
+    on: {
+      hosts: (info) => hosts.update(info),
+      snapshot: (snap) => {
+        applySettings(snap.settings);
+        state.activeAlerts = new Map(snap.alerts.active.map((a) => [a.alert_id, a]));
+        for (const a of [...snap.alerts.recent].reverse()) onAlertEvent(a, a.event_id);
+        renderAlerts();
+        if (snap.metrics) applyFrame(snap.metrics);
+      },
+      history: applyHistory,
+      metrics: applyFrame,
+      alert: (a, ev) => onAlertEvent(a, ev.lastEventId),
+      resolved: (a, ev) => onAlertEvent(a, ev.lastEventId),
+      command: (c, ev) => onCommand(c, ev.lastEventId),
+      settings: applySettings,
+      gone: (g) => {
+        hosts.gone(g.host);
+        loadHosts();
+      },
     },
-    history: applyHistory,
-    metrics: applyFrame,
-    alert: (a, ev) => onAlertEvent(a, ev.lastEventId),
-    resolved: (a, ev) => onAlertEvent(a, ev.lastEventId),
-    command: (c, ev) => onCommand(c, ev.lastEventId),
-    settings: applySettings,
-  },
-  onState: setBadge,
-  onReset: () => loadAudit(),
-});
+    onState: setBadge,
+    onReset: () => loadAudit(),
+  });
+}
+
+async function loadHosts() {
+  const res = await fetch("/dashboard/hosts");
+  if (res.ok) hosts.update(await res.json());
+}
+
+// Another host: a new stream on its topic, and nothing of the previous host left on screen (above
+// all not a selected process: its PID means nothing on the other machine).
+function switchStream() {
+  stream.close();
+  Object.assign(state, {
+    settings: null,
+    frames: 0,
+    lastT: 0,
+    rulesDirty: false,
+    alertEvents: [],
+    activeAlerts: new Map(),
+    seen: new Set(),
+    activity: [],
+  });
+  $("frames").textContent = "0";
+  $("last-frame").textContent = "–";
+  for (const t of document.querySelectorAll(".tile")) {
+    t.querySelector(".value").textContent = "–";
+    t.querySelector(".sub").textContent = "–";
+    t.dataset.level = "ok";
+  }
+  for (const id of ["cores", "mounts", "ifaces", "disk-devs"]) $(id).replaceChildren();
+  $("temps").textContent = "–";
+  for (const c of Object.values(charts)) c.reset([]);
+  table.clear();
+  $("selection").dataset.has = "no";
+  $("sel-text").textContent = "Click a row to pick a target.";
+  $("sel-text").className = "muted";
+  for (const id of ["cmd-status", "settings-status"]) $(id).textContent = "";
+  renderAlerts();
+  $("activity").replaceChildren(el("li", "muted empty", "No commands yet."));
+  $("audit").replaceChildren(el("li", "muted empty", "Nothing done yet."));
+  updateControls();
+  stream = openStream();
+  loadAudit();
+}
+
+let stream = openStream();
+loadHosts();
 
 // A link printed by `python -m dashboard` carries the token in the fragment (never sent to the
 // server, never logged): log in with it, then drop it from the address bar.

@@ -55,6 +55,15 @@ export class ProcessTable {
     else this.countEl.textContent = `frozen at ${new Date(this.frozenAt).toLocaleTimeString()}`;
   }
 
+  /** Forget every row and the selection (another host is on screen). */
+  clear() {
+    this.rows = [];
+    this.total = 0;
+    this.selected = null;
+    if (this.frozen) this.setFrozen(false);
+    this.render();
+  }
+
   select(row) {
     this.selected = row;
     this.onSelect(row, false);

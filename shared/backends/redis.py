@@ -62,6 +62,8 @@ _UNAVAILABLE = (
 _ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})", re.ASCII)
 _U64 = 2**64 - 1
 _ZERO = "0-0"
+# How long a position noted by latest_id() stays a valid start for the listen() that follows.
+_EPH_HINT_MAX_AGE = 5.0
 Key = tuple[int, int]
 T = TypeVar("T")
 
@@ -216,6 +218,7 @@ class RedisBackend(Backend):
         self._reader: Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._listeners: dict[str, set[_Listener]] = {}
+        self._eph_hints: dict[str, tuple[str, float]] = {}  # topic -> (ephemeral id, when), see latest_id
         self._have_listeners = asyncio.Event()
         self._reader_task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -377,10 +380,25 @@ class RedisBackend(Backend):
         return parse_stream_id(event_id)
 
     async def latest_id(self, topic: str) -> str | None:
+        def fill(pipe: Pipeline) -> None:
+            pipe.xrevrange(self.stream_key(topic), "+", "-", count=1)
+            pipe.xrevrange(self.ephemeral_key(topic), "+", "-", count=1)
+
         try:
-            last = await self._client().xrevrange(self.stream_key(topic), "+", "-", count=1)
+            last, eph_last = await self._pipeline(fill, transaction=False)
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(f"Redis at {self._where} is unavailable ({exc})") from exc
+        if isinstance(last, Exception):
+            raise BackendUnavailable(f"Redis at {self._where} refused XREVRANGE ({last})")
+        # The hub calls latest_id() and then listen(): ephemeral events published in between
+        # (a typing notice right after a subscribe) must reach the listener too, so it starts
+        # from the ephemeral stream's position noted here, if recent, not from where it is then.
+        if not isinstance(eph_last, Exception):
+            eph = str(eph_last[0][0]) if eph_last else _ZERO
+            now = time.monotonic()
+            if len(self._eph_hints) > 1000:  # noted by callers that never listened
+                self._eph_hints = {k: v for k, v in self._eph_hints.items() if now - v[1] < _EPH_HINT_MAX_AGE}
+            self._eph_hints[topic] = (eph, now)
         return str(last[0][0]) if last else None
 
     async def read_after(self, topic: str, event_id: str, limit: int) -> list[Entry]:
@@ -463,6 +481,9 @@ class RedisBackend(Backend):
             info = _info(replies[0], replies[1])
             eph_last = _ok(replies[2])
             eph_cursor = str(eph_last[0][0]) if eph_last else _ZERO
+            hint = self._eph_hints.pop(topic, None)
+            if hint is not None and time.monotonic() - hint[1] < _EPH_HINT_MAX_AGE:
+                eph_cursor = min(eph_cursor, hint[0], key=parse_stream_id)
             if after is None:
                 # "From the start of what is kept": right after the last trimmed entry.
                 start = str(info["max-deleted-entry-id"]) if info is not None else _ZERO

@@ -253,3 +253,24 @@ async def test_cancel_and_close_are_prompt_even_while_connecting(redis_server: R
         await b.close()
         assert time.monotonic() - began < 2.0
         assert await lis.ended(timeout=2) is None
+
+
+async def test_an_ephemeral_event_published_right_after_subscribe_is_delivered(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener's first read may come after subscribe() returned; a typing notice published
+    in that moment (from another instance) must still arrive."""
+    original = RedisBackend._open
+
+    async def slow_open(self: RedisBackend, topic: str, after: str | None) -> object:
+        await asyncio.sleep(0.2)
+        return await original(self, topic, after)
+
+    monkeypatch.setattr(RedisBackend, "_open", slow_open)
+    async with Hub(backend_for(redis_server)) as a, Hub(backend_for(redis_server)) as b:
+        await b.publish("room", "old", "typing", ephemeral=True)  # before: never delivered
+        async with a.subscribe("room") as sub:
+            await b.publish("room", "new", "typing", ephemeral=True)
+            chunk = await asyncio.wait_for(anext(aiter(sub)), 5)
+        assert b"data: new" in chunk
+        assert b"data: old" not in chunk

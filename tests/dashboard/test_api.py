@@ -23,11 +23,13 @@ def post(srv: LiveServer, body: Any, headers: dict[str, str] | None = None, **kw
 
 def test_stream_starts_with_the_latest_state_then_live_frames(dash: LiveServer) -> None:
     wait_until(lambda: httpx.get(dash.url + "/dashboard/snapshot").json()["metrics"] is not None, what="a frame")
-    events = read_events(dash.url + "/dashboard/events", n=4)
-    assert [e.event for e in events] == ["snapshot", "history", "metrics", "metrics"]
+    events = read_events(dash.url + "/dashboard/events", n=5)
+    assert [e.event for e in events] == ["hosts", "snapshot", "history", "metrics", "metrics"]
     assert all(e.id == "" for e in events), "snapshots and frames carry no id: they are never replayed"
-    snap, hist = json.loads(events[0].data), json.loads(events[1].data)
-    frames = [json.loads(e.data) for e in events[2:]]
+    hosts = json.loads(events[0].data)
+    assert [h["name"] for h in hosts["hosts"]] == [hosts["self"]], "one instance: one host, its own"
+    snap, hist = json.loads(events[1].data), json.loads(events[2].data)
+    frames = [json.loads(e.data) for e in events[3:]]
     assert snap["settings"]["interval"] == 0.25
     assert snap["metrics"]["seq"] < frames[0]["seq"] < frames[1]["seq"]
     assert hist["points"], "a new viewer's charts start full"
@@ -215,7 +217,7 @@ def test_commands_and_settings_are_replayed_on_resume_frames_are_not(dash: LiveS
     assert post(dash, {"action": "set_interval", "seconds": 0.25}, BEARER).status_code == 200
     time.sleep(0.3)
     assert post(dash, {"action": "resume_sampling"}, BEARER).status_code == 200
-    events = read_events(dash.url + "/dashboard/events", n=12, headers={"Last-Event-ID": last_id})
+    events = read_events(dash.url + "/dashboard/events", n=13, headers={"Last-Event-ID": last_id})[1:]  # not hosts
     names = [e.event for e in events]
     assert names[:2] == ["snapshot", "history"]
     assert names[2:11] == ["command", "settings", "command"] * 3, "missed events, in order, no stale frames"

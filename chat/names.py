@@ -1,0 +1,90 @@
+"""Display names: unique among the people online (case-insensitively), free again once they go.
+
+A name is held by a user id while that person is online: in a room, or seen (a request, a
+stream opening or closing) within ``name_ttl`` seconds. ``LocalNames`` keeps this in the
+process; ``chat.redis_presence.RedisNames`` in Redis keys with that TTL, for every instance.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+
+from .session import User
+
+__all__ = ["LocalNames", "Names"]
+
+
+class Names(ABC):
+    @abstractmethod
+    async def claim(self, user: User) -> bool:
+        """Reserve ``user.name`` for ``user.id`` (and keep it); ``False`` if someone else online holds it."""
+
+    @abstractmethod
+    async def release(self, user_id: str) -> None:
+        """The user signed out: their name is free at once."""
+
+    async def touch(self, user_ids: Iterable[str]) -> None:  # noqa: B027 - optional hook
+        """These people have streams open: keep their names (called every presence heartbeat)."""
+
+    def seen(self, user_id: str) -> None:  # noqa: B027 - optional hook
+        """A stream of this user opened or closed just now."""
+
+
+class LocalNames(Names):
+    """Names in this process. ``is_present(user_id)``: is the user in a room right now?"""
+
+    def __init__(
+        self, name_ttl: float, is_present: Callable[[str], bool], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.name_ttl = name_ttl
+        self._is_present = is_present
+        self._clock = clock
+        self._seen: dict[str, float] = {}  # user id -> last request or stream activity
+        self._names: dict[str, str] = {}  # casefolded name -> user id holding it
+        self._name_of: dict[str, str] = {}  # user id -> casefolded name it holds
+        self._last_prune = clock()
+
+    def seen(self, user_id: str) -> None:
+        self._seen[user_id] = self._clock()
+
+    def is_online(self, user_id: str) -> bool:
+        if self._is_present(user_id):
+            return True
+        seen = self._seen.get(user_id)
+        return seen is not None and self._clock() - seen < self.name_ttl
+
+    async def claim(self, user: User) -> bool:
+        self._prune()
+        key = user.name.casefold()
+        holder = self._names.get(key)
+        if holder is not None and holder != user.id and self.is_online(holder):
+            return False
+        if holder is not None and holder != user.id:
+            self._name_of.pop(holder, None)
+        old = self._name_of.get(user.id)
+        if old is not None and old != key:
+            self._names.pop(old, None)
+        self._names[key] = user.id
+        self._name_of[user.id] = key
+        self.seen(user.id)
+        return True
+
+    async def release(self, user_id: str) -> None:
+        self._drop(user_id)
+
+    def _drop(self, user_id: str) -> None:
+        key = self._name_of.pop(user_id, None)
+        if key is not None and self._names.get(key) == user_id:
+            del self._names[key]
+        self._seen.pop(user_id, None)
+
+    def _prune(self) -> None:
+        now = self._clock()
+        if now - self._last_prune < self.name_ttl:
+            return
+        self._last_prune = now
+        for user_id in [u for u, seen in self._seen.items() if now - seen >= self.name_ttl]:
+            if not self.is_online(user_id):
+                self._drop(user_id)

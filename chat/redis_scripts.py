@@ -1,0 +1,182 @@
+"""The Lua scripts of the Redis store: each change is one script, so it happens entirely or not at all.
+
+A script runs atomically, and with ``appendonly yes`` + ``appendfsync always`` Redis writes it
+to disk before it answers: a 201 means the message, its idempotency key and its event are
+all stored; a 503 (Redis unreachable) means none of them were, or (reply lost) all were and a
+retry with the same ``client_msg_id`` finds them.
+
+Every script appends its event with the same retention as ``shared.backends.redis`` (trim in
+batches with ``XTRIM MINID``, record the last trimmed id with ``XSETID ... MAXDELETEDID``), so
+the hub's resume checks hold; a message whose ``message`` event is trimmed leaves history (its
+hash, its place in the room's index and its file go with it).
+
+Common ARGV: ``[1]`` key prefix, ``[2]`` maxlen, ``[3]`` trim slack; script-specific from ``[4]``.
+Keys made inside a script (``msg:<id>``) assume one Redis server, not a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CHANGE", "CREATE_ROOM", "HELLO", "HISTORY", "MARK_READ", "POST", "ROOMS", "START_READING"]
+
+_LIB = """
+local P, MAXLEN, SLACK = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+
+local function forget(room, id)
+  local key = P .. 'msg:' .. id
+  local file = redis.call('HGET', key, 'f')
+  if file and file ~= '' then redis.call('DEL', P .. 'file:' .. file) end
+  redis.call('DEL', key)
+  redis.call('ZREM', P .. 'room-msgs:' .. room, id)
+end
+
+local function append(stream, room, fields)
+  local id = redis.call('XADD', stream, '*', unpack(fields))
+  local len = redis.call('XLEN', stream)
+  if len > MAXLEN + SLACK then
+    local drop = len - MAXLEN
+    local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', drop + 1)
+    if room ~= '' then
+      for i = 1, drop do
+        local f = head[i][2]
+        for j = 1, #f, 2 do
+          if f[j] == 'm' then forget(room, f[j + 1]) end
+        end
+      end
+    end
+    redis.call('XTRIM', stream, 'MINID', head[drop + 1][1])
+    redis.call('XSETID', stream, id, 'MAXDELETEDID', head[drop][1])
+  end
+  return id
+end
+
+local function mark(key, room, id, ttl)
+  local cur = tonumber(redis.call('HGET', key, room) or '0')
+  if id > cur then redis.call('HSET', key, room, id) end
+  redis.call('PEXPIRE', key, ttl)
+end
+
+local function latest(stream)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #last > 0 then return last[1][1] end
+  return ''
+end
+"""
+
+# KEYS: seq, sent:<uid>:<cmid>, room stream, room-msgs:<room>, reads:<uid>
+# ARGV[4..]: room, uid, message JSON without its id, file id or '', sent ttl ms, reads ttl ms
+# -> {0, id} already sent | {-1} the upload is gone | {1, id, json}
+POST = (
+    _LIB
+    + """
+local room, uid, body, file = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local old = redis.call('GET', KEYS[2])
+if old then return {0, old} end
+local fkey = P .. 'file:' .. file
+if file ~= '' and redis.call('EXISTS', fkey) == 0 then return {-1} end
+local id = redis.call('INCR', KEYS[1])
+local sid = string.format('%d', id)
+local json = '{"id":' .. sid .. ',' .. string.sub(body, 2)
+redis.call('HSET', P .. 'msg:' .. sid, 'j', json, 'v', 1, 'room', room, 'a', uid, 'f', file)
+redis.call('SET', KEYS[2], sid, 'PX', ARGV[8])
+redis.call('ZADD', KEYS[4], id, sid)
+if file ~= '' then
+  redis.call('HSET', fkey, 'msg', sid)
+  redis.call('PERSIST', fkey)
+end
+append(KEYS[3], room, {'d', json, 'e', 'message', 'm', sid})
+mark(KEYS[5], room, id, ARGV[9])
+return {1, sid, json}
+"""
+)
+
+# KEYS: msg:<id>, room stream, room-msgs:<room>
+# ARGV[4..]: room, id, expected version, new JSON, event, event JSON, '1' if this deletes it
+# -> 1 done | 0 the version moved on (someone else changed it first: read again and retry)
+CHANGE = (
+    _LIB
+    + """
+local room, id = ARGV[4], ARGV[5]
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[6] then return 0 end
+redis.call('HSET', KEYS[1], 'j', ARGV[7], 'v', tonumber(ARGV[6]) + 1)
+if ARGV[10] == '1' then
+  redis.call('ZREM', KEYS[3], id)
+  local file = redis.call('HGET', KEYS[1], 'f')
+  if file and file ~= '' then redis.call('DEL', P .. 'file:' .. file) end
+end
+append(KEYS[2], room, {'d', ARGV[9], 'e', ARGV[8]})
+return 1
+"""
+)
+
+# KEYS: rooms, lobby stream, room stream
+# ARGV[4..]: name, room JSON, created JSON, max rooms (0: no limit)
+# -> {1} | {-1} exists | {-2, count} full
+CREATE_ROOM = (
+    _LIB
+    + """
+local name, limit = ARGV[4], tonumber(ARGV[7])
+if redis.call('HEXISTS', KEYS[1], name) == 1 then return {-1} end
+local count = redis.call('HLEN', KEYS[1])
+if limit > 0 and count >= limit then return {-2, count} end
+redis.call('HSET', KEYS[1], name, ARGV[5])
+append(KEYS[2], '', {'d', ARGV[5], 'e', 'room'})
+append(KEYS[3], name, {'d', ARGV[6], 'e', 'created'})
+return {1}
+"""
+)
+
+# KEYS: lobby stream. ARGV[4]: hello JSON. The lobby log is never empty: pages need an id.
+HELLO = (
+    _LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then append(KEYS[1], '', {'d', ARGV[4], 'e', 'hello'}) end
+return 1
+"""
+)
+
+# KEYS: room-msgs:<room>, room stream, reads:<uid>
+# ARGV[4..]: room, before (exclusive), limit -> {latest id or '', last read, {JSON...}} newest first
+HISTORY = (
+    _LIB
+    + """
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. ARGV[5], '-inf', 'LIMIT', 0, tonumber(ARGV[6]) + 1)
+local out = {}
+for i, id in ipairs(ids) do out[i] = redis.call('HGET', P .. 'msg:' .. id, 'j') or '' end
+return {latest(KEYS[2]), redis.call('HGET', KEYS[3], ARGV[4]) or '0', out}
+"""
+)
+
+# KEYS: rooms, reads:<uid>, lobby stream -> {lobby latest id or '', {room JSON, unread, ...}}
+ROOMS = (
+    _LIB
+    + """
+local rooms = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #rooms, 2 do
+  local last = redis.call('HGET', KEYS[2], rooms[i]) or '0'
+  out[#out + 1] = rooms[i + 1]
+  out[#out + 1] = redis.call('ZCOUNT', P .. 'room-msgs:' .. rooms[i], '(' .. last, '+inf')
+end
+return {latest(KEYS[3]), out}
+"""
+)
+
+# KEYS: reads:<uid>. ARGV[4..]: room, message id, ttl ms
+MARK_READ = (
+    _LIB
+    + """
+mark(KEYS[1], ARGV[4], tonumber(ARGV[5]), ARGV[6])
+return 1
+"""
+)
+
+# KEYS: reads:<uid>, rooms, seq. ARGV[4]: ttl ms
+START_READING = (
+    _LIB
+    + """
+local seq = redis.call('GET', KEYS[3]) or '0'
+for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do redis.call('HSETNX', KEYS[1], name, seq) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+)

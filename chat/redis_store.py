@@ -1,0 +1,312 @@
+"""The Redis store: every instance of the chat on one Redis serves the same rooms and history.
+
+The room streams of the hub's Redis backend are the log of record; the state that is not a
+stream sits next to them (``P`` is the backend's prefix + ``chat:``, ``sse:chat:`` by default):
+
+- ``P rooms``: hash, room name -> room JSON; ``P seq``: the last message id handed out;
+- ``P msg:<id>``: hash: ``j`` the message as clients get it (JSON), ``v`` its version, ``room``,
+  ``a`` author id, ``f`` file id; ``P room-msgs:<room>``: sorted set of the room's live messages
+  (score = id), what history pages and unread counts read;
+- ``P sent:<user>:<client_msg_id>``: the message a send made (idempotency), kept
+  ``redis_sent_ttl``; ``P reads:<user>``: hash, room -> last read message id;
+- ``P file:<id>``: an upload (bytes and metadata), see ``chat.redis_files``;
+- ``P secret``: the session signing key, made by whichever instance starts first.
+
+Sends are one Lua script each (``chat.redis_scripts``); edits, deletions and reactions are
+read-modify-write with a version check in the script (optimistic, retried on conflict).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ServiceUnavailableException
+
+from shared.backends.redis import RedisBackend
+from shared.errors import Conflict
+
+from . import redis_scripts as lua
+from . import rules
+from .model import LOBBY, MAX_ID, SYSTEM, ChatStore, Message, StoredFile, dumps, room_topic
+from .redis_conn import RedisConn
+from .session import User
+from .settings import ChatSettings
+
+__all__ = ["RedisStore", "toggle_reaction"]
+
+# Tries of a read-modify-write before giving up with a 503 (only under heavy contention on one message).
+_CAS_TRIES = 20
+Change = tuple[Message, str, dict[str, Any]]  # the new message, the event name, the event's data
+
+
+def toggle_reaction(reactions: list[dict[str, Any]], emoji: str, user: User, limit: int) -> list[dict[str, Any]]:
+    """``user``'s ``emoji`` added or taken away; 409 past ``limit`` different emoji."""
+    out = [{"emoji": r["emoji"], "users": list(r["users"])} for r in reactions]
+    for r in out:
+        if r["emoji"] == emoji:
+            if any(u["id"] == user.id for u in r["users"]):
+                r["users"] = [u for u in r["users"] if u["id"] != user.id]
+                return [r for r in out if r["users"]]
+            r["users"].append({"id": user.id, "name": user.name})
+            return out
+    if len(out) >= limit:
+        raise Conflict(f"a message can have at most {limit} different emoji")
+    return [*out, {"emoji": emoji, "users": [{"id": user.id, "name": user.name}]}]
+
+
+def _file_json(file: StoredFile | None) -> dict[str, Any] | None:
+    if file is None:
+        return None
+    return {
+        "id": file.id,
+        "name": file.name,
+        "type": file.content_type,
+        "size": file.size,
+        "image": file.image,
+        "url": f"/chat/files/{file.id}/{quote(file.name)}",
+    }
+
+
+class RedisStore(ChatStore):
+    """Chat state in Redis next to the hub's room streams (see the module docstring)."""
+
+    def __init__(self, conn: RedisConn, backend: RedisBackend, settings: ChatSettings) -> None:
+        self.conn = conn
+        self.backend = backend
+        self.settings = settings
+        self._rooms: set[str] = set()  # rooms are never deleted, so a room seen once stays
+        self._scripts = {
+            name: conn.script(getattr(lua, name))
+            for name in ("POST", "CHANGE", "CREATE_ROOM", "HELLO", "HISTORY", "ROOMS", "MARK_READ", "START_READING")
+        }
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _stream(self, topic: str) -> str:
+        return self.backend.stream_key(topic)
+
+    async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one of our scripts; the common ARGV (prefix, retention) goes first."""
+        common: list[Any] = [self.conn.prefix, self.backend.maxlen, self.backend.trim_slack]
+        return await self._scripts[script](keys=keys, args=[*common, *args])
+
+    def _ms(self, seconds: float) -> int:
+        return max(1, int(seconds * 1000))
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def secret(self) -> bytes:
+        key = self.conn.key("secret")
+        await self.conn.text.set(key, secrets.token_bytes(32).hex(), nx=True)
+        value = await self.conn.text.get(key)
+        return bytes.fromhex(str(value))
+
+    async def init(self) -> None:
+        for name in self.settings.default_rooms:
+            await self._create_room(name, SYSTEM, limit=0)
+        await self._run("HELLO", [self._stream(LOBBY)], [dumps({"created_at": time.time()})])
+
+    # -- rooms -------------------------------------------------------------------------------
+
+    async def rooms(self, user_id: str) -> tuple[list[dict[str, Any]], str | None]:
+        keys = [self.conn.key("rooms"), self.conn.key("reads", user_id), self._stream(LOBBY)]
+        latest, flat = await self._run("ROOMS", keys, [])
+        rooms = []
+        for i in range(0, len(flat), 2):
+            room = json.loads(flat[i])
+            room["unread"] = int(flat[i + 1])
+            rooms.append(room)
+        rooms.sort(key=lambda r: r["name"])
+        return rooms, latest or None
+
+    async def require_room(self, name: str) -> None:
+        if name in self._rooms:
+            return
+        if not await self.conn.text.hexists(self.conn.key("rooms"), name):
+            raise NotFoundException(f"no room named {name[:40]!r}: create it with POST /chat/rooms")
+        self._rooms.add(name)
+
+    async def create_room(self, name: str, user: User) -> dict[str, Any]:
+        room = await self._create_room(name, user.name, limit=self.settings.max_rooms)
+        if room is None:
+            raise Conflict(f"a room named {name!r} already exists")
+        return room
+
+    async def _create_room(self, name: str, by: str, *, limit: int) -> dict[str, Any] | None:
+        now = time.time()
+        room = {"name": name, "created_by": by, "created_at": now, "unread": 0}
+        keys = [self.conn.key("rooms"), self._stream(LOBBY), self._stream(room_topic(name))]
+        created = dumps({"room": name, "by": by, "ts": now})
+        reply = await self._run("CREATE_ROOM", keys, [name, dumps(room), created, limit])
+        if reply[0] == -2:
+            raise Conflict(f"there are already {reply[1]} rooms, the limit is {limit}")
+        self._rooms.add(name)
+        return room if reply[0] == 1 else None
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _sent_key(self, user_id: str, client_msg_id: str) -> str:
+        return self.conn.key("sent", user_id, client_msg_id)
+
+    async def _message(self, message_id: str) -> Message | None:
+        raw = await self.conn.text.hget(self.conn.key("msg", message_id), "j")
+        return None if raw is None else dict(json.loads(raw))
+
+    async def _sent(self, message_id: str, client_msg_id: str) -> Message:
+        message = await self._message(message_id)
+        if message is None:
+            raise Conflict(
+                f"client_msg_id {client_msg_id!r} was used for a message that is no longer kept "
+                "(past the history retention); use a new id"
+            )
+        return message
+
+    async def find_sent(self, user_id: str, client_msg_id: str) -> Message | None:
+        message_id = await self.conn.text.get(self._sent_key(user_id, client_msg_id))
+        return None if message_id is None else await self._sent(str(message_id), client_msg_id)
+
+    async def post(
+        self, room: str, user: User, text: str, client_msg_id: str, file: StoredFile | None = None
+    ) -> tuple[Message, bool]:
+        await self.require_room(room)
+        # The message as clients get it, but for its id, which the script hands out and puts first.
+        body = {
+            "room": room,
+            "author_id": user.id,
+            "author": user.name,
+            "text": text,
+            "client_msg_id": client_msg_id,
+            "ts": time.time(),
+            "edited_at": None,
+            "version": 1,
+            "deleted": False,
+            "mentions": rules.mentions(text),
+            "reactions": [],
+            "file": _file_json(file),
+        }
+        keys = [
+            self.conn.key("seq"),
+            self._sent_key(user.id, client_msg_id),
+            self._stream(room_topic(room)),
+            self.conn.key("room-msgs", room),
+            self.conn.key("reads", user.id),
+        ]
+        args = [
+            room,
+            user.id,
+            dumps(body),
+            file.id if file else "",
+            self._ms(self.settings.redis_sent_ttl),
+            self._ms(self.settings.session_max_age),
+        ]
+        reply = await self._run("POST", keys, args)
+        if reply[0] == 0:
+            return await self._sent(str(reply[1]), client_msg_id), False
+        if reply[0] == -1:
+            raise ServiceUnavailableException("the upload expired before it was attached; send it again")
+        return dict(json.loads(reply[2])), True
+
+    async def _change(self, room: str, message_id: int, make: Callable[[Message], Change | None]) -> Message:
+        """Read the message, let ``make`` build the change, write it if nobody changed it meanwhile."""
+        await self.require_room(room)
+        if not 0 < message_id < MAX_ID:
+            raise NotFoundException(f"no message {message_id} in this room")
+        mid = str(message_id)
+        key = self.conn.key("msg", mid)
+        for _ in range(_CAS_TRIES):
+            raw, version, where = await self.conn.text.hmget(key, ["j", "v", "room"])
+            message = json.loads(raw) if raw is not None else None
+            if message is None or where != room or message["deleted"]:
+                raise NotFoundException(f"no message {message_id} in this room (it may have been deleted)")
+            change = make(message)
+            if change is None:
+                return dict(message)
+            new, event, data = change
+            keys = [key, self._stream(room_topic(room)), self.conn.key("room-msgs", room)]
+            deleting = "1" if new["deleted"] else "0"
+            args = [room, mid, version, dumps(new), event, dumps(data), deleting]
+            if await self._run("CHANGE", keys, args):
+                return new
+        raise ServiceUnavailableException(
+            "this message is being changed by many people at once; retry", headers={"Retry-After": "1"}
+        )
+
+    async def edit(self, room: str, message_id: int, user: User, text: str) -> Message:
+        def make(message: Message) -> Change | None:
+            _own(message, user, "edit")
+            if message["text"] == text:
+                return None
+            new = {
+                **message,
+                "text": text,
+                "mentions": rules.mentions(text),
+                "edited_at": time.time(),
+                "version": message["version"] + 1,
+            }
+            return new, "edit", {k: new[k] for k in ("id", "text", "mentions", "edited_at", "version")}
+
+        return await self._change(room, message_id, make)
+
+    async def delete(self, room: str, message_id: int, user: User) -> str | None:
+        def make(message: Message) -> Change:
+            _own(message, user, "delete")
+            version = message["version"] + 1
+            new = {**message, "text": "", "mentions": [], "reactions": [], "deleted": True, "version": version}
+            return new, "delete", {"id": message_id, "version": version}
+
+        await self._change(room, message_id, make)
+        return None  # the script dropped the file's bytes along with the message
+
+    async def react(self, room: str, message_id: int, user: User, emoji: str) -> Message:
+        limit = self.settings.max_reactions
+
+        def make(message: Message) -> Change:
+            reactions = toggle_reaction(message["reactions"], emoji, user, limit)
+            new = {**message, "reactions": reactions, "version": message["version"] + 1}
+            return new, "reaction", {k: new[k] for k in ("id", "reactions", "version")}
+
+        return await self._change(room, message_id, make)
+
+    async def history(self, room: str, user_id: str, before: int | None, limit: int) -> dict[str, Any]:
+        await self.require_room(room)
+        keys = [self.conn.key("room-msgs", room), self._stream(room_topic(room)), self.conn.key("reads", user_id)]
+        upper = min(before, MAX_ID) if before is not None else MAX_ID
+        latest, read, raws = await self._run("HISTORY", keys, [room, upper, limit])
+        messages = [json.loads(raw) for raw in raws if raw]
+        return {
+            "room": room,
+            "messages": messages[:limit][::-1],
+            "has_more": len(raws) > limit,
+            "latest_event_id": latest or None,
+            "last_read": int(read),
+        }
+
+    async def mark_read(self, room: str, user_id: str, message_id: int) -> None:
+        await self.require_room(room)
+        message_id = max(0, min(message_id, MAX_ID))
+        ttl = self._ms(self.settings.session_max_age)
+        await self._run("MARK_READ", [self.conn.key("reads", user_id)], [room, message_id, ttl])
+
+    async def start_reading(self, user_id: str) -> None:
+        keys = [self.conn.key("reads", user_id), self.conn.key("rooms"), self.conn.key("seq")]
+        await self._run("START_READING", keys, [self._ms(self.settings.session_max_age)])
+
+    async def file(self, file_id: str) -> StoredFile | None:
+        fields = ["name", "type", "size", "image", "msg"]
+        name, content_type, size, image, message = await self.conn.text.hmget(self.conn.key("file", file_id), fields)
+        if not message or name is None:
+            return None  # never attached (or its message was deleted, which deletes the file)
+        return StoredFile(file_id, str(name), str(content_type), int(str(size)), image == "1")
+
+
+def _own(message: Message, user: User, what: str) -> None:
+    if message["author_id"] != user.id:
+        raise PermissionDeniedException(f"you can only {what} your own messages")
