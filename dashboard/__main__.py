@@ -54,7 +54,7 @@ def main() -> None:
     except ValueError as exc:
         parser.error(str(exc))
     host = f"[{args.host}]" if ":" in args.host else args.host
-    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}"))
+    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}"), app=app)
 
 
 if __name__ == "__main__":

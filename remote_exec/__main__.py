@@ -1,14 +1,31 @@
-"""``python -m remote_exec [--policy FILE] [--token T] [--port 8000] [--data-dir .data]``."""
+"""``python -m remote_exec [--policy FILE] [--token T] [--port 8000] [--data-dir .data]
+[--backend redis://127.0.0.1:6379/0 --workers 2]``."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from shared.server import base_parser, check_bind, run_from_args
+from litestar import Litestar
 
-from .app import TOKEN_ENV, create_app, login_lines, token_from_env
+from shared.security import new_token
+from shared.server import base_parser, check_bind, serve_build
+
+from .app import TOKEN_ENV, create_app, login_text, token_from_env
 from .policy import Policy, PolicyError
+
+
+def load_policy(path: Path | None) -> Policy:
+    try:
+        return Policy.load(path) if path else Policy.default()
+    except PolicyError as exc:
+        sys.exit(f"remote_exec: bad policy: {exc}")
+
+
+def build(args: argparse.Namespace) -> Litestar:
+    """The app of one worker; every worker gets the same ``args`` (the token already resolved)."""
+    return create_app(args.data_dir, token=args.token, policy=load_policy(args.policy), backend=args.backend)
 
 
 def main() -> None:
@@ -27,13 +44,14 @@ def main() -> None:
     )
     args = parser.parse_args()
     check_bind(args.host, args.allow_remote)
-    try:
-        policy = Policy.load(args.policy) if args.policy else Policy.default()
-    except PolicyError as exc:
-        sys.exit(f"remote_exec: bad policy: {exc}")
-    app = create_app(args.data_dir, token=token_from_env(args.token), policy=policy)
+    load_policy(args.policy)  # a bad policy stops us here, not in every worker
+    # Resolved here, so that every worker accepts the same operator token.
+    args.token = token_from_env(args.token)
+    generated = args.token is None
+    if generated:
+        args.token = new_token(24)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    run_from_args(app, args, login_lines(app, f"http://{host}:{args.port}"))
+    serve_build(build, args, login_text(f"http://{host}:{args.port}", args.token, generated))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import logging
 import os
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import Cookie, State
 from litestar.exceptions import (
     ClientException,
+    HTTPException,
     NotFoundException,
     PermissionDeniedException,
     ServiceUnavailableException,
@@ -30,32 +33,39 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import File, Stream
 
 from shared.apps import app_defaults
-from shared.backends.memory import MemoryBackend
+from shared.backends import Backend, BackendUnavailable, MemoryBackend, UnknownEventId, from_url
 from shared.encoding import encode_json
 from shared.errors import errors
+from shared.hub import HubSettings
 from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
-from shared.responses import SSE_HEADERS, SSE_MEDIA_TYPE, last_event_id, sse_response
+from shared.responses import SSE_HEADERS, SSEStream, last_event_id, sse_response
 from shared.security import new_token
 
 from .auth import COOKIE, SESSION_TTL_S, Auth, Principal, clean_name, operator_guard, viewer_guard
+from .cluster import UNREACHABLE, Cluster
+from .mirror import run_topic
 from .policy import Policy, PolicyRefusal
-from .runlog import RunLog, parse_event_id
+from .runlog import EVENT_NAMES, RunLog, parse_event_id
 from .runner import SIGNALS, InputClosed, InputStalled, NotRunning, Runner, RunRequest, TooManyRuns
 from .store import RunRow, Store
-from .streams import HEARTBEAT_S, ExecHub, run_events
+from .streams import HEARTBEAT_S, ExecHub, mirrored_events, run_events
 
-__all__ = ["TOKEN_ENV", "create_app", "login_lines", "operator_token"]
+__all__ = ["TOKEN_ENV", "create_app", "login_lines", "login_text", "operator_token"]
 
 PREFIX = "/exec"
 STATIC = Path(__file__).parent / "static"
 TOKEN_ENV = "REMOTE_EXEC_TOKEN"
-RUNS_TOPIC = "runs"
+RUNS_TOPIC = "exec:runs"
 MAX_INPUT_BYTES = 64 * 1024
 # The largest body is an input of MAX_INPUT_BYTES as JSON text, where escapes (\u0001) take up to
 # six bytes per byte; anything bigger is refused with 413 before it is read.
 MAX_BODY = 512 * 1024
 MAX_VIEWER_TTL_S = 30 * 86400
+LIST_TIMEOUT_S = 3.0
+AUTH_TIMEOUT_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -67,6 +77,7 @@ class ExecState:
     hub: ExecHub
     token_generated: bool
     heartbeat: float
+    cluster: Cluster | None = None
 
 
 def _exec(state: State) -> ExecState:
@@ -88,6 +99,29 @@ def _run_or_404(ex: ExecState, run_id: str) -> RunRow:
     if row is None:
         raise NotFoundException(f"no run {run_id!r}")
     return row
+
+
+def _unavailable(exc: BackendUnavailable) -> ServiceUnavailableException:
+    return ServiceUnavailableException(f"the event store is unavailable: {exc}", headers={"Retry-After": "1"})
+
+
+async def _find_run(ex: ExecState, run_id: str) -> dict[str, Any]:
+    """A run's public row: from this instance's store, else (several instances) as its owner
+    last published it, with ``instance``, ``here`` and, if its owner is gone, ``unreachable``."""
+    row = ex.store.get_run(run_id)
+    if ex.cluster is None:
+        if row is None:
+            raise NotFoundException(f"no run {run_id!r}")
+        return row.public()
+    if row is not None:
+        return ex.cluster.describe(row.public())
+    try:
+        data = await ex.cluster.state(run_id)
+    except BackendUnavailable as exc:
+        raise _unavailable(exc) from exc
+    if data is None:
+        raise NotFoundException(f"no run {run_id!r}")
+    return ex.cluster.describe(data)
 
 
 # -- request bodies ---------------------------------------------------------------------------
@@ -150,7 +184,7 @@ async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], stat
     """Exchange a token for an HttpOnly session cookie (the page does this once)."""
     ex = _exec(state)
     try:
-        principal, sid = ex.auth.login(data.token.strip(), data.name)
+        principal, sid = await ex.auth.login_anywhere(data.token.strip(), data.name)
     except ValueError as exc:
         raise ValidationException(str(exc)) from exc
     ex.store.audit(principal.name, principal.role, _addr(request), "login", principal.run_id)
@@ -168,7 +202,7 @@ async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], stat
 
 @post("/exec/logout", status_code=200, raises=errors(403))
 async def logout(request: Request[Any, Any, Any], state: State) -> Response[dict[str, bool]]:
-    _exec(state).auth.logout(request.cookies.get(COOKIE))
+    await _exec(state).auth.logout_anywhere(request.cookies.get(COOKIE))
     return Response({"ok": True}, cookies=[Cookie(key=COOKIE, value="", path=PREFIX, max_age=0, httponly=True)])
 
 
@@ -186,18 +220,29 @@ async def get_policy(state: State) -> dict[str, Any]:
 
 
 @get("/exec/runs", guards=[viewer_guard], raises=errors(401))
-async def list_runs(
-    request: Request[Any, Any, Any], state: State, limit: FromQuery[int] = 200
-) -> dict[str, list[dict[str, Any]]]:
-    """Runs, newest first (status, command, owner, start, duration, exit code)."""
+async def list_runs(request: Request[Any, Any, Any], state: State, limit: FromQuery[int] = 200) -> dict[str, Any]:
+    """Runs, newest first (status, command, owner, start, duration, exit code). With several
+    instances, every live instance's runs, each with its ``instance``, and the live ``instances``."""
     ex = _exec(state)
     principal = _principal(request)
     if not 1 <= limit <= 1000:
         raise ValidationException("limit must be between 1 and 1000")
-    rows = ex.store.list_runs(limit)
-    if principal.run_id is not None:
-        rows = [r for r in rows if r.id == principal.run_id]
-    return {"runs": [r.public() for r in rows]}
+    if ex.cluster is None:
+        rows = ex.store.list_runs(limit)
+        if principal.run_id is not None:
+            rows = [r for r in rows if r.id == principal.run_id]
+        return {"runs": [r.public() for r in rows]}
+    # Every live instance's runs (a run's owner has the last word on it), newest first.
+    merged = {r.id: r.public() for r in ex.store.list_runs(limit)}
+    answers = await ex.cluster.router.call_all("list", {"limit": limit}, timeout=LIST_TIMEOUT_S)
+    for instance, answer in answers.items():
+        if isinstance(answer, BaseException):
+            log.warning("listing the runs of %s failed: %s", instance, answer)
+            continue
+        merged.update((r["id"], r) for r in answer["runs"] if Cluster.owner_of(r["id"]) == instance)
+    found = [ex.cluster.describe(r) for r in merged.values() if principal.run_id in (None, r["id"])]
+    found.sort(key=lambda r: float(r["started_at"]), reverse=True)
+    return {"runs": found[:limit], "instances": list(answers)}
 
 
 @post("/exec/runs", guards=[operator_guard], status_code=201, raises=errors(401, 403, 413, 429, 503))
@@ -253,22 +298,24 @@ async def start_run(request: Request[Any, Any, Any], data: JSONBody[StartBody], 
         raise ClientException(str(exc), status_code=429) from exc
     except NotRunning as exc:
         raise ServiceUnavailableException(str(exc)) from exc
-    return row.public()
+    except BackendUnavailable as exc:
+        raise _unavailable(exc) from exc
+    return ex.cluster.describe(row.public()) if ex.cluster is not None else row.public()
 
 
-@get("/exec/runs/{run_id:str}", guards=[viewer_guard], raises=errors(401, 403, 404))
+@get("/exec/runs/{run_id:str}", guards=[viewer_guard], raises=errors(401, 403, 404, 503))
 async def get_run(run_id: FromPath[str], state: State) -> dict[str, Any]:
     ex = _exec(state)
-    row = _run_or_404(ex, run_id)
+    row = await _find_run(ex, run_id)
     live = ex.runner.live.get(run_id)
-    return row.public() | {"viewers": live.viewers if live is not None else 0}
+    return row | {"viewers": live.viewers if live is not None else 0}
 
 
 @get(
     "/exec/runs/{run_id:str}/events",
     guards=[viewer_guard],
     media_type="text/event-stream",
-    raises=errors(401, 403, 404, 503),
+    raises=errors(401, 403, 404, 429, 503),
     responses={
         204: ResponseSpec(None, description="Last-Event-ID is the end of a finished run: nothing more will come")
     },
@@ -278,6 +325,8 @@ async def run_stream(request: Request[Any, Any, Any], run_id: FromPath[str], sta
     ex = _exec(state)
     if ex.hub.closing:
         raise ServiceUnavailableException("server is shutting down; reconnect shortly", headers={"Retry-After": "1"})
+    if ex.cluster is not None:
+        return await _mirrored_stream(ex, request, run_id)
     row = _run_or_404(ex, run_id)
     path = ex.runner.log_path(run_id)
     if not path.exists():
@@ -300,30 +349,96 @@ async def run_stream(request: Request[Any, Any, Any], run_id: FromPath[str], sta
         else:
             reset = True
     prelude = encode_json({"run": row.public(), "you": _principal(request).public()}, event="run")
-    return Stream(
-        run_events(ex.hub, run_id, start=start, reset=reset, prelude=prelude, heartbeat=ex.heartbeat),
-        media_type=SSE_MEDIA_TYPE,
-        headers=SSE_HEADERS,
+    # An SSEStream, though not a hub subscription: it counts against the per-client stream cap
+    # (429) and the write watchdog ends it when its client stops reading, like every other stream.
+    return SSEStream(
+        ex.hub, run_events(ex.hub, run_id, start=start, reset=reset, prelude=prelude, heartbeat=ex.heartbeat)
     )
+
+
+async def _mirrored_stream(ex: ExecState, request: Request[Any, Any, Any], run_id: str) -> Response[Any]:
+    """Several instances: the run's topic on the backend, from the start or from Last-Event-ID."""
+    info = await _find_run(ex, run_id)
+    topic = run_topic(run_id)
+    backend = ex.hub.backend
+    resume = last_event_id(request)
+    extra = b""
+    try:
+        if resume:
+            try:
+                await backend.read_after(topic, resume, 0)
+            except UnknownEventId as exc:
+                # Not an id of this run (or no longer kept): start over, as a single server does.
+                extra = encode_json({"reason": exc.reason, "latest_id": None}, event="reset")
+                resume = None
+            else:
+                if Cluster.ended(info) and resume == await backend.latest_id(topic):
+                    return Response(content=b"", status_code=204, headers=SSE_HEADERS)
+    except BackendUnavailable as exc:
+        raise _unavailable(exc) from exc
+    if info["status"] == UNREACHABLE:
+        extra += encode_json({"text": info["detail"]}, event="notice")
+    prelude = encode_json({"run": info, "you": _principal(request).public()}, event="run") + extra
+    # "0-0": everything the topic keeps, the run's first event included.
+    return SSEStream(ex.hub, mirrored_events(ex.hub, topic, resume or "0-0", prelude))
 
 
 @get(
     "/exec/runs/{run_id:str}/output",
     guards=[viewer_guard],
     media_type="application/octet-stream",
-    raises=errors(401, 403, 404),
+    raises=errors(401, 403, 404, 409, 503),
 )
 async def run_output(run_id: FromPath[str], state: State, stream: FromQuery[str] = "all") -> Stream:
     """The raw bytes a run printed: ``stream=stdout``, ``stderr`` or ``all`` (interleaved)."""
     ex = _exec(state)
-    _run_or_404(ex, run_id)
+    await _find_run(ex, run_id)
     kinds = {"stdout": frozenset({b"o"}), "stderr": frozenset({b"e"}), "all": frozenset({b"o", b"e"})}.get(stream)
     if kinds is None:
         raise ValidationException("stream must be stdout, stderr or all")
     path = ex.runner.log_path(run_id)
     if not path.exists():
+        if ex.cluster is not None:
+            # The log file is on the owner's disk; the run's topic has what the backend keeps.
+            return Stream(await _topic_output(ex, run_id, kinds), media_type="application/octet-stream")
         raise NotFoundException(f"the output log of run {run_id} is missing")
     return Stream(_raw_output(path, kinds), media_type="application/octet-stream")
+
+
+async def _topic_output(ex: ExecState, run_id: str, kinds: frozenset[bytes]) -> AsyncIterator[bytes]:
+    names = {EVENT_NAMES[k] for k in kinds}
+    backend, topic = ex.hub.backend, run_topic(run_id)
+    try:
+        first = await backend.read_after(topic, "0-0", 500)
+    except UnknownEventId as exc:
+        raise ClientException(
+            f"the start of run {run_id}'s output is no longer kept by the event store ({exc.reason}); "
+            "the full log is on the instance that ran it",
+            status_code=409,
+        ) from exc
+    except BackendUnavailable as exc:
+        raise _unavailable(exc) from exc
+
+    async def pages() -> AsyncIterator[bytes]:
+        entries = first
+        while entries:
+            yield b"".join(_chunk_bytes(e.data) for e in entries if e.event in names)
+            last = entries[-1].id
+            if last is None:
+                return
+            try:
+                entries = await backend.read_after(topic, last, 500)
+            except (UnknownEventId, BackendUnavailable):
+                return  # the response has started: it ends short
+
+    return pages()
+
+
+def _chunk_bytes(data: str) -> bytes:
+    chunk = msgspec.json.decode(data)
+    if "b64" in chunk:
+        return base64.b64decode(chunk["b64"])
+    return str(chunk.get("text", "")).encode("utf-8", "surrogateescape")
 
 
 async def _raw_output(path: Path, kinds: frozenset[bytes]) -> AsyncIterator[bytes]:
@@ -342,6 +457,95 @@ async def _raw_output(path: Path, kinds: frozenset[bytes]) -> AsyncIterator[byte
 def _live_error(ex: ExecState, run_id: str, exc: Exception) -> Exception:
     _run_or_404(ex, run_id)
     return ClientException(str(exc), status_code=409)
+
+
+# -- actions on a run: done by the instance that runs it ----------------------------------------
+#
+# Each takes JSON-able params (the run id, the acting principal and address, the arguments), so
+# that another instance can route it here with ``Router.call``; errors are HTTP exceptions, which
+# reach the routing instance's client with their status and detail.
+
+
+async def _do_input(ex: ExecState, p: dict[str, Any]) -> dict[str, Any]:
+    run_id, payload, eof = p["run_id"], base64.b64decode(p["b64"]), bool(p["eof"])
+    try:
+        result = await ex.runner.send_input(run_id, payload, eof, p.get("input_id"))
+    except (NotRunning, InputClosed) as exc:
+        raise _live_error(ex, run_id, exc) from exc
+    except InputStalled as exc:
+        raise ServiceUnavailableException(str(exc)) from exc
+    if not result.get("duplicate"):
+        ex.store.audit(p["actor"], p["role"], p["addr"], "input", run_id, bytes=len(payload), eof=eof)
+    return result
+
+
+async def _do_signal(ex: ExecState, p: dict[str, Any]) -> dict[str, Any]:
+    run_id, name = p["run_id"], p["signal"]
+    try:
+        ex.runner.send_signal(run_id, name, p["actor"])
+    except NotRunning as exc:
+        raise _live_error(ex, run_id, exc) from exc
+    ex.store.audit(p["actor"], p["role"], p["addr"], "signal", run_id, signal=name)
+    return {"signal": name}
+
+
+async def _do_terminate(ex: ExecState, p: dict[str, Any]) -> dict[str, Any]:
+    run_id = p["run_id"]
+    try:
+        ex.runner.terminate(run_id, p["actor"])
+    except NotRunning as exc:
+        raise _live_error(ex, run_id, exc) from exc
+    ex.store.audit(p["actor"], p["role"], p["addr"], "terminate", run_id)
+    return {"terminating": run_id, "grace_s": ex.policy.kill_grace_s}
+
+
+async def _do_resize(ex: ExecState, p: dict[str, Any]) -> dict[str, Any]:
+    run_id, cols, rows = p["run_id"], int(p["cols"]), int(p["rows"])
+    try:
+        ex.runner.resize(run_id, cols, rows)
+    except NotRunning as exc:
+        raise _live_error(ex, run_id, exc) from exc
+    except ValueError as exc:
+        raise ClientException(str(exc), status_code=409) from exc
+    return {"cols": cols, "rows": rows}
+
+
+async def _do_list(ex: ExecState, p: dict[str, Any]) -> dict[str, Any]:
+    return {"runs": [r.public() for r in ex.store.list_runs(int(p["limit"]))]}
+
+
+Action = Callable[[ExecState, dict[str, Any]], Awaitable[dict[str, Any]]]
+ACTIONS: dict[str, Action] = {
+    "input": _do_input,
+    "signal": _do_signal,
+    "terminate": _do_terminate,
+    "resize": _do_resize,
+    "list": _do_list,
+}
+
+
+async def _act(ex: ExecState, request: Request[Any, Any, Any], action: str, run_id: str, **args: Any) -> dict[str, Any]:
+    """Do ``action`` here if the run is ours, else on the instance that runs it."""
+    principal = _principal(request)
+    params = {"run_id": run_id, "actor": principal.name, "role": principal.role, "addr": _addr(request), **args}
+    cluster = ex.cluster
+    owner = cluster.owner_of(run_id) if cluster is not None else None
+    if cluster is None or owner is None or owner == cluster.instance:
+        return await ACTIONS[action](ex, params)
+    try:
+        result: dict[str, Any] = await cluster.router.call(owner, action, params)
+    except HTTPException as exc:
+        if exc.status_code not in (503, 504) or cluster.alive(owner):
+            raise
+        info = await _find_run(ex, run_id)  # 404 for an id nobody ever ran
+        if Cluster.ended(info):
+            raise ClientException(f"run {run_id} has finished ({info['status']})", status_code=409) from None
+        raise ServiceUnavailableException(
+            f"run {run_id} runs on instance {owner}, which is not reachable (it stopped or crashed): "
+            "its input, signals and resizes cannot be delivered",
+            headers={"Retry-After": "5"},
+        ) from None
+    return result
 
 
 @post(
@@ -371,68 +575,50 @@ async def send_input(
         raise ValidationException("input_id must be 1-100 characters")
     if not payload and not data.eof:
         raise ValidationException('nothing to send: give "data" (or "b64") and/or "eof": true')
-    try:
-        result = await ex.runner.send_input(run_id, payload, data.eof, data.input_id)
-    except (NotRunning, InputClosed) as exc:
-        raise _live_error(ex, run_id, exc) from exc
-    except InputStalled as exc:
-        raise ServiceUnavailableException(str(exc)) from exc
-    if not result.get("duplicate"):
-        principal = _principal(request)
-        ex.store.audit(
-            principal.name, principal.role, _addr(request), "input", run_id, bytes=len(payload), eof=data.eof
-        )
-    return result
+    b64 = base64.b64encode(payload).decode("ascii")
+    return await _act(ex, request, "input", run_id, b64=b64, eof=data.eof, input_id=data.input_id)
 
 
 @post(
-    "/exec/runs/{run_id:str}/signal", guards=[operator_guard], status_code=200, raises=errors(401, 403, 404, 409, 413)
+    "/exec/runs/{run_id:str}/signal",
+    guards=[operator_guard],
+    status_code=200,
+    raises=errors(401, 403, 404, 409, 413, 503),
 )
 async def send_signal(
     request: Request[Any, Any, Any], run_id: FromPath[str], data: JSONBody[SignalBody], state: State
 ) -> dict[str, Any]:
-    ex = _exec(state)
     name = data.signal.upper().removeprefix("SIG")
     if name not in SIGNALS:
         raise ValidationException(f"unknown signal {data.signal!r}: use one of {', '.join(SIGNALS)}")
-    principal = _principal(request)
-    try:
-        ex.runner.send_signal(run_id, name, principal.name)
-    except NotRunning as exc:
-        raise _live_error(ex, run_id, exc) from exc
-    ex.store.audit(principal.name, principal.role, _addr(request), "signal", run_id, signal=name)
-    return {"signal": name}
-
-
-@post("/exec/runs/{run_id:str}/terminate", guards=[operator_guard], status_code=202, raises=errors(401, 403, 404, 409))
-async def terminate(request: Request[Any, Any, Any], run_id: FromPath[str], state: State) -> dict[str, Any]:
-    """TERM to the whole process tree, KILL after the policy's grace period; ``exit`` follows."""
-    ex = _exec(state)
-    principal = _principal(request)
-    try:
-        ex.runner.terminate(run_id, principal.name)
-    except NotRunning as exc:
-        raise _live_error(ex, run_id, exc) from exc
-    ex.store.audit(principal.name, principal.role, _addr(request), "terminate", run_id)
-    return {"terminating": run_id, "grace_s": ex.policy.kill_grace_s}
+    return await _act(_exec(state), request, "signal", run_id, signal=name)
 
 
 @post(
-    "/exec/runs/{run_id:str}/resize", guards=[operator_guard], status_code=200, raises=errors(401, 403, 404, 409, 413)
+    "/exec/runs/{run_id:str}/terminate",
+    guards=[operator_guard],
+    status_code=202,
+    raises=errors(401, 403, 404, 409, 503),
 )
-async def resize(run_id: FromPath[str], data: JSONBody[ResizeBody], state: State) -> dict[str, int]:
-    ex = _exec(state)
+async def terminate(request: Request[Any, Any, Any], run_id: FromPath[str], state: State) -> dict[str, Any]:
+    """TERM to the whole process tree, KILL after the policy's grace period; ``exit`` follows."""
+    return await _act(_exec(state), request, "terminate", run_id)
+
+
+@post(
+    "/exec/runs/{run_id:str}/resize",
+    guards=[operator_guard],
+    status_code=200,
+    raises=errors(401, 403, 404, 409, 413, 503),
+)
+async def resize(
+    request: Request[Any, Any, Any], run_id: FromPath[str], data: JSONBody[ResizeBody], state: State
+) -> dict[str, Any]:
     _check_size(data.cols, data.rows)
-    try:
-        ex.runner.resize(run_id, data.cols, data.rows)
-    except NotRunning as exc:
-        raise _live_error(ex, run_id, exc) from exc
-    except ValueError as exc:
-        raise ClientException(str(exc), status_code=409) from exc
-    return {"cols": data.cols, "rows": data.rows}
+    return await _act(_exec(state), request, "resize", run_id, cols=data.cols, rows=data.rows)
 
 
-@get("/exec/events", guards=[viewer_guard], media_type="text/event-stream", raises=errors(401, 403, 503))
+@get("/exec/events", guards=[viewer_guard], media_type="text/event-stream", raises=errors(401, 403, 429, 503))
 async def list_events(request: Request[Any, Any, Any], state: State) -> Stream:
     """Run-list changes (a run started or ended) as ``run`` events; not replayed: on (re)connect,
     fetch ``GET /exec/runs``."""
@@ -444,12 +630,12 @@ async def list_events(request: Request[Any, Any, Any], state: State) -> Stream:
 # -- sharing and audit ----------------------------------------------------------------------------
 
 
-@post("/exec/tokens", guards=[operator_guard], status_code=201, raises=errors(401, 403, 404, 413))
+@post("/exec/tokens", guards=[operator_guard], status_code=201, raises=errors(401, 403, 404, 413, 503))
 async def mint_token(request: Request[Any, Any, Any], data: JSONBody[TokenBody], state: State) -> dict[str, Any]:
     """A read-only viewer token, for one run (``run_id``) or all; shown once, stored hashed."""
     ex = _exec(state)
     if data.run_id is not None:
-        _run_or_404(ex, data.run_id)
+        await _find_run(ex, data.run_id)
     if not 60 <= data.ttl_s <= MAX_VIEWER_TTL_S:
         raise ValidationException(f"ttl_s must be between 60 and {MAX_VIEWER_TTL_S} seconds")
     try:
@@ -499,28 +685,91 @@ def create_app(
     token: str | None = None,
     policy: Policy | None = None,
     heartbeat: float = HEARTBEAT_S,
+    hub_settings: HubSettings | None = None,
+    backend: Backend | str | None = None,
+    instance: str | None = None,
+    beat: float = 2.0,
 ) -> Litestar:
     """The ``/exec/`` app. ``token`` is the operator token (``None``: a new random one; read it
-    back with :func:`operator_token`). ``policy`` defaults to ``default_policy.toml``."""
+    back with :func:`operator_token`). ``policy`` defaults to ``default_policy.toml``.
+    ``hub_settings`` sets the stream limits (``max_streams_per_client`` counts run streams too).
+
+    ``backend`` (a ``Backend`` or a URL; default: in memory) shared by several instances, e.g.
+    ``redis://127.0.0.1:6379/0``, makes this one instance of several: run output goes through the
+    backend so any instance serves any run, and actions on a run are routed to the instance that
+    runs it. ``instance`` names this one (default: host, pid and a random suffix); ``beat`` is
+    how often it tells the others it is alive (gone after three missed beats)."""
     policy = policy or Policy.default()
     generated = token is None
     operator = token if token is not None else new_token(24)
+    if isinstance(backend, str):
+        backend = from_url(backend)
+    single = backend is None or isinstance(backend, MemoryBackend)
     store = Store(data_dir / "exec.sqlite3")
     runner = Runner(data_dir, store, policy)
-    hub = ExecHub(runner, MemoryBackend(max_events=1))
+    hub = ExecHub(runner, MemoryBackend(max_events=1) if backend is None else backend, hub_settings)
     auth = Auth(store, operator)
+    cluster = None if single else Cluster(hub, instance=instance, beat=beat)
+    lost: list[str] = []
 
     async def announce(row: RunRow) -> None:
-        await hub.publish_json(RUNS_TOPIC, row.public(), event="run", ephemeral=True)
+        public = row.public()
+        try:
+            if cluster is not None:
+                await cluster.publish_state(public)
+                public = cluster.describe(public)
+            await hub.publish_json(RUNS_TOPIC, public, event="run", ephemeral=True)
+        except BackendUnavailable as exc:
+            log.warning("cannot announce run %s: %s", row.id, exc)
 
     runner.on_change = announce
 
     def open_store() -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         store.open()
-        runner.recover()
+        lost[:] = runner.recover()
 
-    ex = ExecState(store, runner, auth, policy, hub, generated, heartbeat)
+    ex = ExecState(store, runner, auth, policy, hub, generated, heartbeat, cluster)
+    startup: list[Callable[[], Any]] = [open_store, hub.start]
+    if cluster is not None:
+        runner.id_prefix = cluster.id_prefix
+        runner.mirror = cluster.mirror
+        runner.is_orphan = cluster.is_orphan
+        for name, action in ACTIONS.items():
+            cluster.router.handle(name, functools.partial(action, ex))
+
+        async def lookup(query: Any) -> dict[str, Any] | None:
+            return auth.lookup(query) if isinstance(query, dict) else None
+
+        async def ask(query: dict[str, Any]) -> dict[str, Any] | None:
+            # The first instance that knows it; a viewer token or session is in one data dir.
+            answers = await cluster.router.call_all("auth", query, timeout=AUTH_TIMEOUT_S)
+            found = [a for name, a in answers.items() if name != cluster.instance and isinstance(a, dict)]
+            return found[0] if found else None
+
+        cluster.router.handle("auth", lookup)
+        auth.ask = ask
+
+        async def join() -> None:
+            await cluster.router.start()
+            # Runs this data dir's dead instances left running: their viewers, on any instance,
+            # learn how they ended (the recovery wrote the same exit to the log file).
+            for run_id in lost:
+                row = store.get_run(run_id)
+                if row is None or Cluster.owner_of(run_id) is None:
+                    continue
+                exit_info = {"status": row.status, "code": None, "signal": None, "duration_s": None,
+                             "dropped_bytes": 0, "reason": "the server stopped while this run was running"}  # fmt: skip
+                try:
+                    await hub.publish_json(run_topic(run_id), exit_info, event="exit")
+                except BackendUnavailable as exc:
+                    log.warning("cannot publish the end of lost run %s: %s", run_id, exc)
+                await announce(row)
+
+        startup.append(join)
+        # The server closes the hubs before its lifespan shutdown: end the runs first, so their
+        # exits reach the backend, and leave the cluster, while the backend is still there.
+        hub.before_close = [runner.shutdown, cluster.router.close]
     return Litestar(
         route_handlers=[
             page,
@@ -546,7 +795,7 @@ def create_app(
             vendor_router(PREFIX, name="exec-vendor"),
         ],
         state=State({"exec_app": ex, "exec_auth": auth, "sse_hubs": [hub]}),
-        on_startup=[open_store, hub.start],
+        on_startup=startup,
         on_shutdown=[runner.shutdown, hub.close, store.close],
         **app_defaults(
             "/exec",
@@ -567,13 +816,18 @@ def login_lines(app: Litestar, base_url: str) -> list[str]:
     """What to print at startup. With a generated token, a URL that logs in (the token travels
     in the fragment, which browsers never send to the server); with a given token, just the URL."""
     ex: ExecState = app.state.exec_app
+    return login_text(base_url, ex.auth.operator_token, ex.token_generated)
+
+
+def login_text(base_url: str, token: str, generated: bool) -> list[str]:
+    """:func:`login_lines` before there is an app (``python -m remote_exec --workers N``)."""
     page_url = base_url.rstrip("/") + PREFIX + "/"
-    if ex.token_generated:
+    if generated:
         return [
             f"remote_exec: serving {page_url}",
             "Open this URL to log in as the operator (it contains the token; anyone with it can run commands):",
-            f"    {page_url}#token={ex.auth.operator_token}",
-            f"Or: curl -H 'Authorization: Bearer {ex.auth.operator_token}' {base_url.rstrip('/')}{PREFIX}/runs",
+            f"    {page_url}#token={token}",
+            f"Or: curl -H 'Authorization: Bearer {token}' {base_url.rstrip('/')}{PREFIX}/runs",
         ]
     return [f"remote_exec: serving {page_url} (log in with the operator token you set)"]
 

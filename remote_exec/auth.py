@@ -9,6 +9,9 @@
 
 An operator session is bound to the operator token it was made with: start the server with a new
 token and old sessions stop working. A viewer session ends with its viewer token.
+
+With several instances on separate data dirs, a viewer token or session another instance made is
+looked up there (``ask``): only its hash travels, and that instance stays the one that can revoke it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -71,6 +75,8 @@ class Auth:
         self.store = store
         self.operator_token = operator_token
         self._fingerprint = "operator:" + _hash(operator_token)[:32]
+        # Several instances: asks the others to resolve a query of :meth:`lookup`.
+        self.ask: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]] | None = None
 
     # -- tokens -----------------------------------------------------------------------------
 
@@ -119,9 +125,10 @@ class Auth:
             self.store.delete_session(_hash(sid))
 
     def check_session(self, sid: str | None) -> Principal | None:
-        if not sid:
-            return None
-        row = self.store.get_session(_hash(sid))
+        return self._session(_hash(sid)) if sid else None
+
+    def _session(self, sid_hash: str) -> Principal | None:
+        row = self.store.get_session(sid_hash)
         if row is None:
             return None
         parent: str = row["parent"]
@@ -140,10 +147,78 @@ class Auth:
             return self.check_token(credentials.strip())
         return self.check_session(connection.cookies.get(COOKIE))
 
+    # -- several instances ---------------------------------------------------------------------
 
-def _authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    async def authenticate_anywhere(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+        """:meth:`authenticate`, then (several instances) the viewer token or session of another."""
+        principal = self.authenticate(connection)
+        if principal is not None or self.ask is None:
+            return principal
+        header = connection.headers.get("authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() == "bearer" and credentials:
+            token = credentials.strip()
+            query = {"token_hash": _hash(token)} if token.startswith(VIEWER_PREFIX) else None
+        else:
+            sid = connection.cookies.get(COOKIE)
+            query = {"sid_hash": _hash(sid)} if sid else None
+        return _principal(await self.ask(query)) if query is not None else None
+
+    async def login_anywhere(self, token: str, name: str | None) -> tuple[Principal, str]:
+        """:meth:`login`; a viewer token of another instance makes its session there."""
+        if self.ask is None or not token.startswith(VIEWER_PREFIX) or self.check_token(token) is not None:
+            return self.login(token, name)
+        sid = new_token(32)
+        principal = _principal(await self.ask({"token_hash": _hash(token), "login": _hash(sid)}))
+        if principal is None:
+            raise NotAuthorizedException("wrong or expired token", headers={"WWW-Authenticate": "Bearer"})
+        return principal, sid
+
+    async def logout_anywhere(self, sid: str | None) -> None:
+        """:meth:`logout`, and (several instances) wherever the session was made."""
+        self.logout(sid)
+        if sid and self.ask is not None:
+            await self.ask({"logout": _hash(sid)})
+
+    def lookup(self, query: dict[str, Any]) -> dict[str, Any] | None:
+        """Answer another instance: who a viewer token (by hash) or a session (by hash) is, if
+        it is ours; with ``login``, also make a session (by the hash of its id) for that token;
+        ``logout`` ends a session (by hash)."""
+        if isinstance(query.get("logout"), str):
+            self.store.delete_session(query["logout"])
+            return None
+        token_hash, sid_hash = query.get("token_hash"), query.get("sid_hash")
+        if isinstance(sid_hash, str):
+            found = self._session(sid_hash)
+            return None if found is None else {"role": found.role, "name": found.name, "run_id": found.run_id}
+        if not isinstance(token_hash, str):
+            return None
+        row = self.store.find_viewer_token(token_hash)
+        if row is None:
+            return None
+        principal = Principal("viewer", f"viewer:{row['label']}", row["run_id"])
+        login = query.get("login")
+        if isinstance(login, str):
+            parent = f"viewer:{row['id']}"
+            self.store.add_session(
+                login, "viewer", principal.name, principal.run_id, parent, time.time() + SESSION_TTL_S
+            )
+        return {"role": principal.role, "name": principal.name, "run_id": principal.run_id}
+
+
+def _principal(answer: dict[str, Any] | None) -> Principal | None:
+    role = answer.get("role") if answer else None
+    if answer is None or role not in ("operator", "viewer"):
+        return None
+    if role == "operator":  # a session another instance made (and checked against the same token)
+        return Principal("operator", str(answer.get("name", "operator")))
+    run_id = answer.get("run_id")
+    return Principal("viewer", str(answer.get("name", "viewer")), run_id if isinstance(run_id, str) else None)
+
+
+async def _authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     auth: Auth = connection.app.state.exec_auth
-    principal = auth.authenticate(connection)
+    principal = await auth.authenticate_anywhere(connection)
     if principal is None:
         raise NotAuthorizedException(
             "missing or invalid token: send 'Authorization: Bearer <token>', or log in on the /exec/ page",
@@ -160,11 +235,11 @@ async def viewer_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
     """Any valid token (operator or viewer); a run-limited viewer only reaches its run.
 
     Guards are async: Litestar runs sync guards in a worker thread, per request."""
-    _authenticate(connection)
+    await _authenticate(connection)
 
 
 async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    principal = _authenticate(connection)
+    principal = await _authenticate(connection)
     if not principal.is_operator:
         raise PermissionDeniedException(
             "read-only viewer: only an operator can start runs, send input or signals, or mint tokens"

@@ -17,13 +17,24 @@ import os
 import struct
 from array import array
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shared.encoding import encode
 
-__all__ = ["EVENT_NAMES", "KINDS", "Frame", "RunLog", "encode_frames", "parse_event_id"]
+__all__ = [
+    "EVENT_NAMES",
+    "KINDS",
+    "MERGE_LIMIT",
+    "RAW_KINDS",
+    "Frame",
+    "RunLog",
+    "encode_frames",
+    "event_data",
+    "parse_event_id",
+]
 
 _HEADER = struct.Struct(">cI")
 MAX_FRAME = 1 << 16  # writers split larger payloads
@@ -40,10 +51,10 @@ EVENT_NAMES = {
     b"x": "exit",
 }
 KINDS = frozenset(EVENT_NAMES)
-_RAW = frozenset({b"o", b"e", b"i"})
+RAW_KINDS = frozenset({b"o", b"e", b"i"})
 # Consecutive frames of one of these kinds are merged into one event when read back, so a late
 # joiner to a chatty pty run gets a few large events rather than thousands of keystroke echoes.
-_MERGE_LIMIT = 1 << 16
+MERGE_LIMIT = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +82,14 @@ class RunLog:
     64 KiB), so they run on the event loop directly.
     """
 
-    def __init__(self, path: Path, *, writable: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, writable: bool = False, on_append: Callable[[bytes, bytes], None] | None = None
+    ) -> None:
         self.path = path
         self.writable = writable
+        # Called with (kind, payload) after each append: how a run's log is mirrored to the
+        # backend when several instances serve it (see mirror.py).
+        self.on_append = on_append
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND if writable else os.O_RDONLY
         self._fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self._fd).st_size
@@ -117,6 +133,8 @@ class RunLog:
             self.size += len(data)
             if self._ends is not None:
                 self._ends.append(self.size)
+        if self.on_append is not None:
+            self.on_append(kind, payload)
         return self.size
 
     def append_json(self, kind: bytes, obj: Any) -> int:
@@ -194,24 +212,31 @@ def chunk_data(payload: bytes) -> dict[str, str]:
         return {"b64": base64.b64encode(payload).decode("ascii")}
 
 
+def event_data(kind: bytes, payload: bytes) -> str:
+    """The SSE data of a frame (or of merged output frames) of ``kind``."""
+    if kind in RAW_KINDS:
+        return json.dumps(chunk_data(payload), separators=(",", ":"), ensure_ascii=False)
+    if kind == b"z":
+        return '{"eof":true}'
+    return payload.decode("utf-8", "replace")
+
+
 def encode_frames(frames: list[Frame]) -> bytes:
     """SSE events for ``frames``; runs of same-kind output frames become one event."""
     out: list[bytes] = []
     i, n = 0, len(frames)
     while i < n:
         f = frames[i]
-        if f.kind in _RAW:
+        if f.kind in RAW_KINDS:
             j, size = i + 1, len(f.payload)
-            while j < n and frames[j].kind == f.kind and size + len(frames[j].payload) <= _MERGE_LIMIT:
+            while j < n and frames[j].kind == f.kind and size + len(frames[j].payload) <= MERGE_LIMIT:
                 size += len(frames[j].payload)
                 j += 1
             payload = f.payload if j == i + 1 else b"".join(x.payload for x in frames[i:j])
             last = frames[j - 1]
-            data = json.dumps(chunk_data(payload), separators=(",", ":"), ensure_ascii=False)
-            out.append(encode(data, event=EVENT_NAMES[f.kind], id=last.event_id))
+            out.append(encode(event_data(f.kind, payload), event=EVENT_NAMES[f.kind], id=last.event_id))
             i = j
             continue
-        data = '{"eof":true}' if f.kind == b"z" else f.payload.decode("utf-8", "replace")
-        out.append(encode(data, event=EVENT_NAMES[f.kind], id=f.event_id))
+        out.append(encode(event_data(f.kind, f.payload), event=EVENT_NAMES[f.kind], id=f.event_id))
         i += 1
     return b"".join(out)

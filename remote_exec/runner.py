@@ -31,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from .mirror import RunMirror
 from .policy import Policy
 from .runlog import RunLog
 from .store import RUNNING, RunRow, Store
@@ -148,6 +149,7 @@ class LiveRun:
     task: asyncio.Task[None] | None = None
     killer: asyncio.Task[None] | None = None
     readers: list[asyncio.Task[None]] = field(default_factory=list)
+    mirror: RunMirror | None = None
 
     @property
     def id(self) -> str:
@@ -159,6 +161,7 @@ class LiveRun:
 
 
 OnChange = Callable[[RunRow], Awaitable[None]]
+MirrorFactory = Callable[[str], RunMirror]
 
 
 def _set_winsize(fd: int, rows: int, cols: int) -> None:
@@ -166,11 +169,28 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
 
 
 class Runner:
-    def __init__(self, data_dir: Path, store: Store, policy: Policy, on_change: OnChange | None = None) -> None:
+    """Runs of this instance. ``id_prefix`` starts every run id (the instance's name, when several
+    share a backend); ``mirror`` makes the publisher of a run's log (see ``mirror.py``);
+    ``is_orphan`` says whether a run left "running" in the store is ours to declare lost."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        store: Store,
+        policy: Policy,
+        on_change: OnChange | None = None,
+        *,
+        id_prefix: str = "",
+        mirror: MirrorFactory | None = None,
+        is_orphan: Callable[[RunRow], bool] | None = None,
+    ) -> None:
         self.runs_dir = data_dir / "exec-runs"
         self.store = store
         self.policy = policy
         self.on_change = on_change
+        self.id_prefix = id_prefix
+        self.mirror = mirror
+        self.is_orphan = is_orphan
         self.live: dict[str, LiveRun] = {}
         self.closing = False
 
@@ -185,6 +205,8 @@ class Runner:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         lost = []
         for row in self.store.running_runs():
+            if self.is_orphan is not None and not self.is_orphan(row):
+                continue  # a run of another instance that shares this data dir, still alive
             killed = _kill_orphans(row)
             with RunLog.recover(self.log_path(row.id)) as runlog:
                 runlog.append_json(
@@ -216,7 +238,7 @@ class Runner:
         if running >= self.policy.max_concurrent:
             raise TooManyRuns(f"{running} runs are running: the policy allows {self.policy.max_concurrent} at a time")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        run_id = secrets.token_hex(6)
+        run_id = self.id_prefix + secrets.token_hex(6)
         row = RunRow(
             id=run_id,
             argv=req.argv,
@@ -241,7 +263,12 @@ class Runner:
             pid=None,
             pid_started=None,
         )
-        run = LiveRun(row, RunLog(self.log_path(run_id), writable=True))
+        mirror = self.mirror(run_id) if self.mirror is not None else None
+        if mirror is not None:
+            await mirror.open(row.public())  # BackendUnavailable: nothing started, nothing stored
+        run = LiveRun(
+            row, RunLog(self.log_path(run_id), writable=True, on_append=mirror.put if mirror else None), mirror=mirror
+        )
         self.store.insert_run(row)
         self.live[run_id] = run
         try:
@@ -432,6 +459,8 @@ class Runner:
         except OSError:
             log.exception("cannot write the exit of run %s", run.id)
         run.log.close()
+        if run.mirror is not None:
+            await run.mirror.finish()  # the exit is on the run's topic before the run list says so
         now = time.time()
         row = run.row
         row.status, row.exit_code, row.signal = status, code, sig

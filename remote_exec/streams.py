@@ -1,4 +1,5 @@
-"""A run's event stream, served straight from its log file.
+"""A run's event stream, served straight from its log file (one instance), or from the run's
+topic on a shared backend (several instances; see ``mirror.py``).
 
 Every subscriber has its own read offset into the file: a late joiner starts at 0 and reads the
 whole history at its own pace, then follows live output; a reconnecting client sends
@@ -10,16 +11,16 @@ run output does not go through it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from shared.backends.base import Backend
+from shared.backends.base import Backend, BackendUnavailable
 from shared.encoding import encode, encode_comment, encode_json
 from shared.hub import Hub, HubSettings
 
 from .runlog import RunLog, encode_frames
 from .runner import Runner
 
-__all__ = ["ExecHub", "run_events"]
+__all__ = ["ExecHub", "mirrored_events", "run_events"]
 
 READ_BYTES = 1 << 18
 HEARTBEAT_S = 15.0
@@ -37,8 +38,13 @@ class ExecHub(Hub):
         super().__init__(backend, settings)
         self.runner = runner
         self.streams_closed = False
+        # Run before the streams end (once): with several instances, ending the runs and leaving.
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
 
     async def close(self) -> None:
+        hooks, self.before_close = self.before_close, []
+        for hook in hooks:
+            await hook()
         self.streams_closed = True
         self.runner.wake_all()
         await super().close()
@@ -103,3 +109,25 @@ async def run_events(
         if live is not None:
             live.viewers -= 1
             live.pulse.fire()
+
+
+_EXIT = b"\nevent: exit\n"
+
+
+async def mirrored_events(hub: Hub, topic: str, after: str, prelude: bytes) -> AsyncIterator[bytes]:
+    """``retry`` + ``prelude``, the run's topic after ``after``, live, until its ``exit`` event.
+
+    Event data never holds a raw line break (output is JSON-escaped), so ``event: exit`` at the
+    start of a line is always the exit event's own field.
+    """
+    try:
+        async with hub.subscribe(topic, after) as sub:
+            yield encode(retry=3000) + prelude
+            async for chunk in sub:
+                yield chunk
+                if _EXIT in chunk:
+                    return
+            if sub.ended_reason == "shutdown":
+                yield hub.shutdown_event(sub.last_id)
+    except BackendUnavailable:
+        yield encode(retry=1000, comment="event store unavailable; reconnect shortly")

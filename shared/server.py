@@ -235,18 +235,20 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
 Build = Callable[[argparse.Namespace], Any]
 
 
-def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = ()) -> None:
+def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = (), *, app: Any = None) -> None:
     """Serve ``build(args)``, in this process or in ``args.workers`` worker processes.
 
     ``build`` must be a module-level function: each worker imports it and calls it with the same
     ``args`` (so resolve anything random, like a generated token, into ``args`` before calling).
+    ``app``, if given, is ``build(args)`` already made by the caller, served as is with one worker.
     The workers share one listening socket (uvicorn's supervisor restarts a worker that dies).
     """
     check_bind(args.host, args.allow_remote)
     workers = getattr(args, "workers", 1)
     check_workers(workers, getattr(args, "backend", "memory://"))
     if workers == 1:
-        run_from_args(build(args), args, extra)
+        # ``app``: one already built from these args (e.g. to print its login lines), not built twice.
+        run_from_args(app if app is not None else build(args), args, extra)
         return
     module = build.__module__
     if module == "__main__":  # `python -m chat`: the workers import it by its real name

@@ -36,19 +36,18 @@ def main() -> None:
     check_workers(args.workers, args.backend)  # before anything is built
     args.exec_token = remote_exec.token_from_env(args.exec_token)
     generated = {"exec": False, "dashboard": False}
-    if args.workers > 1:
-        # Made here, once: every worker builds the app from these same args, and must agree.
-        if args.exec_token is None:
-            args.exec_token, generated["exec"] = new_token(), True
-        if args.dashboard_token is None:
-            args.dashboard_token, generated["dashboard"] = new_token(), True
+    # Made here, once: with --workers every worker builds the app from these same args.
+    if args.exec_token is None:
+        args.exec_token, generated["exec"] = new_token(), True
+    if args.dashboard_token is None:
+        args.dashboard_token, generated["dashboard"] = new_token(), True
     app = build(args)  # also checks the policy before any worker starts
     if generated["exec"] and (exec_app := app.app_at("/exec")) is not None:
         exec_app.state.exec_app.token_generated = True  # so login_lines prints it
     if generated["dashboard"] and (dash_app := app.app_at("/dashboard")) is not None:
         dash_app.state.control_token_generated = True
     host = f"[{args.host}]" if ":" in args.host else args.host
-    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}"))
+    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}"), app=app)
 
 
 def build(args: argparse.Namespace) -> Mounts:

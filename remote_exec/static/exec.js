@@ -77,6 +77,7 @@ function exitText(r) {
     case "terminated": return "terminated";
     case "failed": return "failed to start";
     case "lost": return "lost (server restarted)";
+    case "unreachable": return "unreachable (its server is gone)";
     default: return r.status || "";
   }
 }
