@@ -54,9 +54,9 @@ def new_file_id() -> str:
 
 
 def too_large(limit: int) -> ClientException:
-    return ClientException(
-        f"file too large: the limit is {limit // (1024 * 1024)} MiB ({limit} bytes)", status_code=413
-    )
+    mib = limit / (1024 * 1024)
+    size = f"{mib:g} MiB ({limit} bytes)" if mib >= 1 else f"{limit} bytes"
+    return ClientException(f"file too large: the limit is {size}", status_code=413)
 
 
 class Files(ABC):

@@ -27,7 +27,7 @@ from .redis_conn import UNAVAILABLE
 __all__ = ["handlers"]
 
 
-@get("/chat/rooms/{room:str}/events", media_type="text/event-stream", raises=errors(401, 404, 409, 503))
+@get("/chat/rooms/{room:str}/events", media_type="text/event-stream", raises=errors(401, 404, 409, 429, 503))
 async def room_events(request: Request[Any, Any, Any], state: State, user: CurrentUser, room: FromPath[str]) -> Stream:
     """Messages, edits, deletions and reactions (stored, resumable), presence and typing (live).
 
@@ -55,7 +55,7 @@ async def room_events(request: Request[Any, Any, Any], state: State, user: Curre
     return sse_response(chat.hub, room_topic(room), last_id=last_event_id(request), prelude=prelude, on_close=on_close)
 
 
-@get("/chat/events", media_type="text/event-stream", raises=errors(401, 409, 503))
+@get("/chat/events", media_type="text/event-stream", raises=errors(401, 409, 429, 503))
 async def lobby_events(request: Request[Any, Any, Any], state: State, user: CurrentUser) -> Stream:
     """Rooms created (stored, resumable) and ``activity`` in rooms (ephemeral, for unread counts)."""
     return sse_response(chat_of(state).hub, LOBBY, last_id=last_event_id(request))

@@ -78,7 +78,7 @@ def test_chat_upload_cap_follows_the_setting(tmp_path: Path) -> None:
             )
 
         assert upload(1 * MIB, "fits").status_code == 201
-        assert_refused(upload(1 * MIB + 1, "over"), 413, "file too large", "limit is 1 MiB")
+        assert_refused(upload(1 * MIB + 1, "over"), 413, "file too large", "the limit is 1 MiB (1048576 bytes)")
         assert not any(m["client_msg_id"] == "over" for m in c.get("/chat/rooms/general/messages").json()["messages"])
 
 
