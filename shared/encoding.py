@@ -90,9 +90,13 @@ def encode(
     return ("\n".join(parts) + "\n\n").encode()
 
 
+# json.dumps with arguments builds a new encoder per call; this one is made once.
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_json(obj: Any, *, event: str | None = None, id: str | None = None, retry: int | None = None) -> bytes:
     """Encode ``obj`` as compact JSON data. JSON never contains raw line breaks, so one line."""
-    return encode(json.dumps(obj, separators=(",", ":"), ensure_ascii=False), event=event, id=id, retry=retry)
+    return encode(compact_json(obj), event=event, id=id, retry=retry)
 
 
 def encode_comment(text: str = "") -> bytes:

@@ -1,8 +1,9 @@
 """The topic hub: ids, replay from Last-Event-ID, fan-out with one shared log per topic.
 
-Per topic and per process there is one reader task that takes new entries from the backend,
-encodes each one **once**, and appends the bytes to a shared in-memory log. A subscriber is a
-cursor into that log: when the log grows it takes everything past its cursor in one write. A
+Per topic and per process there is one reader task that takes new entries from the backend
+(with the memory backend, a callback inside its append() instead: no task, no hop), encodes
+each one **once**, and appends the bytes to a shared in-memory log. A subscriber is a cursor
+into that log: when the log grows it takes everything past its cursor in one write. A
 subscriber that falls off the log's tail (it stopped reading) is ended; it resumes by
 Last-Event-ID like any other reconnecting client. Publishers never wait for subscribers.
 """
@@ -11,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import Backend, Entry, UnknownEventId
 from .backends.memory import MemoryBackend
-from .encoding import encode, encode_comment, encode_json
+from .encoding import compact_json, encode, encode_comment, encode_json
 from .limits import ConnectionLimiter, WriteWatchdog
 
 __all__ = ["Hub", "HubSettings", "Subscription"]
@@ -28,6 +30,11 @@ __all__ = ["Hub", "HubSettings", "Subscription"]
 log = logging.getLogger(__name__)
 
 _HEARTBEAT = encode_comment("ping")
+# Subscribers woken per turn of the event loop in a fan-out round (see _Topic._wake_some).
+WAKE_SLICE = 16
+# A round whose subscribers have not all run after this long (never seen: a safety net) no
+# longer holds the next one back.
+_STUCK_ROUND = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,24 +69,50 @@ class _Topic:
         "index",
         "keys",
         "last_append",
+        "loop",
         "name",
+        "quiet_until",
         "reader",
+        "round",
+        "round_began",
+        "round_left",
+        "round_wall",
         "subscribers",
+        "timer",
         "times",
-        "waiter",
+        "unfollow",
+        "waiters",
+        "wake_pending",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # Kept: asyncio.get_running_loop() makes a getpid() system call each time (CPython 3.11
+        # checks for a fork), once per subscriber and event it was 6% of the server's CPU.
+        self.loop = asyncio.get_running_loop()
         self.chunks: list[bytes] = []
         self.ids: list[str | None] = []
         self.keys: list[tuple[int, ...] | None] = []
         self.times: list[float] = []
         self.base = 0  # absolute position of chunks[0]
         self.index: dict[str, int] = {}  # event id -> absolute position
-        self.waiter: asyncio.Future[None] | None = None
+        # One future per waiting subscriber (a dict: ordered, O(1) removal of a cancelled one).
+        # Cheaper than one shared future, which every waiter would have to wrap in
+        # asyncio.shield (a future and two callbacks each) so that a subscriber being cancelled
+        # does not cancel everyone's wait; and a single subscriber can be woken alone (close()).
+        self.waiters: dict[asyncio.Future[None], None] = {}
+        # The last fan-out round: the waiters it woke, how many have not run yet, when it began.
+        # A new round starts no sooner than the last one took (see wake()).
+        self.round: dict[asyncio.Future[None], None] = {}
+        self.round_left = 0
+        self.round_began = 0.0  # thread CPU time
+        self.round_wall = 0.0
+        self.wake_pending = False
+        self.quiet_until = 0.0
+        self.timer: asyncio.TimerHandle | None = None
         self.subscribers = 0
         self.reader: asyncio.Task[None] | None = None
+        self.unfollow: Callable[[], None] | None = None  # instead of a reader, on a MemoryBackend
         self.closed = False
         self.last_append = time.monotonic()
         self._joined: tuple[int, int, bytes, str | None] = (0, 0, b"", None)
@@ -122,16 +155,73 @@ class _Topic:
             self.base += drop
 
     def wake(self) -> None:
-        if self.waiter is not None:
-            if not self.waiter.done():
-                self.waiter.set_result(None)
-            self.waiter = None
+        """Start a fan-out round: every waiting subscriber takes what is new, in one write each.
 
-    async def wait(self) -> None:
-        if self.waiter is None:
-            self.waiter = asyncio.get_running_loop().create_future()
-        # Shielded: a subscriber being cancelled (client gone) must not cancel everyone's wait.
-        await asyncio.shield(self.waiter)
+        Adaptive batching: a round starts no sooner after the last one ended than that one took
+        (in CPU time), so rounds take at most about half of the loop's time.
+        A round costs about the same whether each subscriber writes one event or twenty, so when
+        events come faster than rounds can go (1,000 subscribers at 100 events/s), they wait
+        for the next round together instead of each costing a round of its own (which would
+        leave the loop no time for anything else, publishers included, and let the backlog
+        grow). When rounds are short next to the gaps between events, nothing waits.
+        """
+        waiters = self.waiters
+        if not waiters:
+            return
+        now = time.monotonic()
+        if not self.closed:
+            if self.round_left > 0 and now - self.round_wall < _STUCK_ROUND:
+                # A round is still going: its subscribers that have not run yet will take this
+                # too; the others wait for the next round, which the end of this one starts.
+                self.wake_pending = True
+                return
+            if now < self.quiet_until:
+                if self.timer is None:
+                    self.timer = self.loop.call_later(self.quiet_until - now, self._timer_wake)
+                return
+        self.waiters = {}
+        self.round, self.round_left = waiters, len(waiters)
+        self.round_began, self.round_wall = time.thread_time(), now
+        self._wake_some(iter(list(waiters)))
+
+    def _wake_some(self, waiters: Iterator[asyncio.Future[None]]) -> None:
+        # A slice per turn of the loop: the event loop sends what a turn wrote only when the turn
+        # ends, so the first subscribers' bytes leave while the others are still being served,
+        # instead of every byte waiting for the whole round.
+        for n, waiter in enumerate(waiters, 1):
+            if not waiter.done():
+                waiter.set_result(None)
+            if n == WAKE_SLICE:
+                self.loop.call_soon(self._wake_some, waiters)
+                return
+
+    def _timer_wake(self) -> None:
+        self.timer = None
+        self.wake()
+
+    def woken(self, waiters: dict[asyncio.Future[None], None]) -> None:
+        """A subscriber woken by the round of ``waiters`` runs; the last one ends the round."""
+        if waiters is self.round:
+            self.round_left -= 1
+            if self.round_left <= 0:
+                # CPU time of the loop's thread, not wall time: a server that other processes
+                # keep off the CPU for a while would otherwise hold the next round back that long.
+                self.quiet_until = time.monotonic() + (time.thread_time() - self.round_began)
+                self.round = {}
+                if self.wake_pending:
+                    self.wake_pending = False
+                    self.wake()
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def in_window(self, pos: int, window: int, max_age: float) -> bool:
+        """Whether ``pos`` (before ``end``) is still within the window: :meth:`window_start` in O(1),
+        as the times only grow."""
+        i = pos - self.base
+        return i >= 0 and pos >= self.end - window and self.times[i] >= time.monotonic() - max_age
 
     def window_start(self, window: int, max_age: float) -> int:
         start = max(self.base, self.end - window)
@@ -144,7 +234,24 @@ class _Topic:
 
 
 class Subscription:
-    """Iterate for ``bytes``: each item is every event pending for this subscriber, joined."""
+    """Iterate for ``bytes``: each item is every event pending for this subscriber, joined.
+
+    A server loop can use :meth:`take` and :meth:`wait` instead of iterating: no async generator
+    per chunk, which matters when one event wakes thousands of subscribers.
+    """
+
+    __slots__ = (
+        "_after_key",
+        "_closed",
+        "_hub",
+        "_live_from",
+        "_prelude",
+        "_topic",
+        "_waiter",
+        "cursor",
+        "ended_reason",
+        "last_id",
+    )
 
     def __init__(
         self,
@@ -164,64 +271,100 @@ class Subscription:
         self.last_id = last_id
         self.ended_reason: str | None = None
         self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def close(self, reason: str = "closed") -> None:
         """End this subscription from outside (e.g. another connection took over its client id)."""
         if not self._closed:
             self._closed = True
             self.ended_reason = reason
-            self._topic.wake()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = self.take()
+            if chunk is None:
+                return
+            if chunk:
+                yield chunk
+            else:
+                await self.wait()
+
+    async def wait(self) -> None:
+        """Until :meth:`take` may have something: new events, or the end of this subscription."""
+        topic = self._topic
+        if self._closed or topic.closed or self.cursor < topic.end:
+            return
+        waiter = topic.loop.create_future()
+        waiters = topic.waiters
+        waiters[waiter] = None
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            # Cancelled (the client went away): forget the future. After a wake, this pops from
+            # the topic's previous dict, which is gone anyway.
+            waiters.pop(waiter, None)
+            topic.woken(waiters)
+
+    def take(self) -> bytes | None:
+        """Everything pending for this subscriber as one ``bytes``, the cursor moved past it.
+
+        ``b""`` when nothing is pending (then ``await wait()``); ``None`` once the subscription
+        has ended (``ended_reason`` says why: ``"shutdown"``, ``"slow"`` or what close() was given).
+        """
         if self._prelude:
             chunk = b"".join(self._prelude)
             self._prelude = []
-            yield chunk
+            return chunk
+        if self._closed:
+            return None
         topic = self._topic
+        if self.cursor >= topic.end:
+            if topic.closed:
+                self.ended_reason = "shutdown"
+                self._closed = True
+                return None
+            return b""
         settings = self._hub.settings
-        while not self._closed:
-            if self.cursor >= topic.end:
-                if topic.closed:
-                    self.ended_reason = "shutdown"
-                    return
-                await topic.wait()
-                continue
-            if self.cursor < topic.window_start(settings.window, settings.window_age):
-                # Too slow: the events it has not read are no longer in the shared log.
-                self.ended_reason = "slow"
-                log.info("ending slow subscriber on %r (last id %r)", topic.name, self.last_id)
-                return
-            start = self.cursor
-            lo, hi = start - topic.base, topic.end - topic.base
-            self.cursor = topic.end
-            if self._after_key is None and start >= self._live_from:
-                # The common case: everything from the cursor on is for us, and subscribers at the
-                # same cursor share one joined bytes object (one join per wake-up, not per subscriber).
-                chunk, last_id = topic.joined(start, topic.end)
-                if last_id is not None:
-                    self.last_id = last_id
-                yield chunk
-                continue
-            out: list[bytes] = []
-            after_key = self._after_key
-            for i in range(lo, hi):
-                event_id = topic.ids[i]
-                if event_id is None:
-                    if topic.base + i < self._live_from:
-                        continue  # heartbeats and ephemeral events are not replayed
-                else:
-                    key = topic.keys[i]
-                    if after_key is not None and key is not None:
-                        if key <= after_key:
-                            continue  # already sent from the backend's history
-                        self._after_key = after_key = None
-                    self.last_id = event_id
-                out.append(topic.chunks[i])
-            if out:
-                yield b"".join(out)
+        if not topic.in_window(self.cursor, settings.window, settings.window_age):
+            # Too slow: the events it has not read are no longer in the shared log.
+            self.ended_reason = "slow"
+            self._closed = True
+            log.info("ending slow subscriber on %r (last id %r)", topic.name, self.last_id)
+            return None
+        start = self.cursor
+        lo, hi = start - topic.base, topic.end - topic.base
+        self.cursor = topic.end
+        if self._after_key is None and start >= self._live_from:
+            # The common case: everything from the cursor on is for us, and subscribers at the
+            # same cursor share one joined bytes object (one join per wake-up, not per subscriber).
+            chunk, last_id = topic.joined(start, topic.end)
+            if last_id is not None:
+                self.last_id = last_id
+            return chunk
+        out: list[bytes] = []
+        after_key = self._after_key
+        for i in range(lo, hi):
+            event_id = topic.ids[i]
+            if event_id is None:
+                if topic.base + i < self._live_from:
+                    continue  # heartbeats and ephemeral events are not replayed
+            else:
+                key = topic.keys[i]
+                if after_key is not None and key is not None:
+                    if key <= after_key:
+                        continue  # already sent from the backend's history
+                    self._after_key = after_key = None
+                self.last_id = event_id
+            out.append(topic.chunks[i])
+        return b"".join(out)
 
 
 class Hub:
@@ -267,6 +410,10 @@ class Hub:
             topic.wake()
         # Let the streams write their last bytes before the readers and backend go away.
         await asyncio.sleep(0)
+        for topic in self._topics.values():
+            topic.stop_timer()
+            if topic.unfollow is not None:
+                topic.unfollow()
         tasks = [t.reader for t in self._topics.values() if t.reader is not None]
         if self._ticker is not None:
             tasks.append(self._ticker)
@@ -295,9 +442,7 @@ class Hub:
     async def publish_json(
         self, topic: str, obj: Any, event: str | None = None, *, ephemeral: bool = False
     ) -> str | None:
-        return await self.publish(
-            topic, json.dumps(obj, separators=(",", ":"), ensure_ascii=False), event, ephemeral=ephemeral
-        )
+        return await self.publish(topic, compact_json(obj), event, ephemeral=ephemeral)
 
     # -- subscribing ------------------------------------------------------------------------
 
@@ -348,10 +493,14 @@ class Hub:
             t.subscribers += 1
             try:
                 after = await self.backend.latest_id(name)
+                if isinstance(self.backend, MemoryBackend):
+                    # No reader task: the backend hands each event over inside append().
+                    t.unfollow = self.backend.follow(name, after, functools.partial(self._deliver, t))
             except BaseException:
                 self._detach(t)
                 raise
-            t.reader = asyncio.create_task(self._read(t, after), name=f"sse-reader:{name}")
+            if t.unfollow is None:
+                t.reader = asyncio.create_task(self._read(t, after), name=f"sse-reader:{name}")
         else:
             t.subscribers += 1
         return t
@@ -361,8 +510,34 @@ class Hub:
         if t.subscribers == 0 and self._topics.get(t.name) is t:
             # Nobody listens here any more: stop reading; the backend still has the events.
             del self._topics[t.name]
+            t.stop_timer()
             if t.reader is not None:
                 t.reader.cancel()
+            if t.unfollow is not None:
+                t.unfollow()
+
+    def _deliver(self, t: _Topic, batch: list[Entry]) -> None:
+        """Append entries to a topic's shared log and wake its subscribers (a follower's callback)."""
+        backend, window = self.backend, self.settings.window
+        try:
+            for entry in batch:
+                key = backend.order_key(entry.id) if entry.id is not None else None
+                t.append(_encode_entry(entry), entry.id, key, window)
+        except Exception:
+            log.exception("topic %r: an event could not be encoded; ending its streams so clients resume", t.name)
+            self._end_topic(t)
+        t.wake()
+
+    def _end_topic(self, t: _Topic) -> None:
+        """End every stream of ``t`` (clients resume by Last-Event-ID); the next subscriber starts
+        it again."""
+        if self._topics.get(t.name) is t:
+            del self._topics[t.name]
+        if t.unfollow is not None:
+            t.unfollow()
+        t.stop_timer()
+        t.closed = True
+        t.wake()
 
     async def _read(self, t: _Topic, after: str | None) -> None:
         backend, window = self.backend, self.settings.window
@@ -393,10 +568,7 @@ class Hub:
                 log.exception("reader for topic %r failed; ending its streams so clients resume", t.name)
                 break
         # Its streams end (clients resume by Last-Event-ID); the next subscriber starts a new reader.
-        if self._topics.get(t.name) is t:
-            del self._topics[t.name]
-        t.closed = True
-        t.wake()
+        self._end_topic(t)
 
     async def _heartbeats(self) -> None:
         interval = self.settings.heartbeat

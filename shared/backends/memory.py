@@ -6,7 +6,7 @@ import asyncio
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from .base import Backend, Entry, UnknownEventId
@@ -25,6 +25,7 @@ def new_epoch() -> str:
 class _Listener:
     pending: list[Entry] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    deliver: Callable[[list[Entry]], None] | None = None  # a follower (see MemoryBackend.follow)
 
 
 @dataclass(slots=True)
@@ -78,9 +79,13 @@ class MemoryBackend(Backend):
             now = time.monotonic()
             t.log.append((t.seq, now, entry))
             self._evict(t, now)
-        for listener in t.listeners:
-            listener.pending.append(entry)
-            listener.wake.set()
+        # A copy: a follower's deliver() may stop following (and so change the set).
+        for listener in tuple(t.listeners):
+            if listener.deliver is not None:
+                listener.deliver([entry])
+            else:
+                listener.pending.append(entry)
+                listener.wake.set()
         self._forget_if_unused(topic, t)
         return entry
 
@@ -91,6 +96,9 @@ class MemoryBackend(Backend):
         return (int(seq),)
 
     async def read_after(self, topic: str, event_id: str, limit: int) -> list[Entry]:
+        return self._read_after(topic, event_id, limit)
+
+    def _read_after(self, topic: str, event_id: str, limit: int) -> list[Entry]:
         try:
             (seq,) = self.order_key(event_id)
         except ValueError:
@@ -120,7 +128,7 @@ class MemoryBackend(Backend):
         t.listeners.add(listener)
         try:
             if after is not None:
-                backlog = await self.read_after(topic, after, self.max_events)
+                backlog = self._read_after(topic, after, self.max_events)
             else:
                 backlog = [entry for _, _, entry in t.log]
             if backlog:
@@ -134,6 +142,28 @@ class MemoryBackend(Backend):
         finally:
             t.listeners.discard(listener)
             self._forget_if_unused(topic, t)
+
+    def follow(self, topic: str, after: str | None, deliver: Callable[[list[Entry]], None]) -> Callable[[], None]:
+        """:meth:`listen` by callback: ``deliver(batch)`` runs inside :meth:`append`, before it
+        returns, first with what was stored after ``after``. Returns the function that stops it.
+
+        What the hub uses for this backend: an event reaches the subscribers' shared log in the
+        publisher's own step, without a reader task woken per topic and per event.
+        """
+        backlog = self._read_after(topic, after, self.max_events) if after is not None else None
+        t = self._topic(topic)
+        if backlog is None:
+            backlog = [entry for _, _, entry in t.log]
+        listener = _Listener(deliver=deliver)
+        t.listeners.add(listener)
+
+        def stop() -> None:
+            t.listeners.discard(listener)
+            self._forget_if_unused(topic, t)
+
+        if backlog:
+            deliver(backlog)
+        return stop
 
     async def start(self) -> None:
         # Startable again after close: tests use one backend across "server restarts" to stand in
