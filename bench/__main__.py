@@ -28,6 +28,7 @@ from bench.load import worker
 from bench.rpc import responder_worker, trigger_worker
 
 RESULTS = Path(__file__).parent / "results"
+SWEEP_RATE = 20.0  # publishes/s of the latency-against-subscribers runs
 
 
 def free_port() -> int:
@@ -36,6 +37,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+SERVER_PIDS: dict[str, int] = {}  # url -> pid of the bench server serving it
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    import psutil
+
+    cpu = psutil.Process(pid).cpu_times()
+    return float(cpu.user + cpu.system)
 
 
 @contextlib.contextmanager
@@ -47,6 +59,7 @@ def bench_server(impl: str, ready_path: str = "/stats") -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[url] = proc.pid
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -153,7 +166,9 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         "ended_early": sum(r["ended_early"] for r in results),
         "last_at": max(r["last_at"] for r in results),
         "client_cpu_s": sum(r["cpu_s"] for r in results),
+        "client_check_cpu_s": sum(r.get("check_cpu_s", 0.0) for r in results),
         "latencies": [x for r in results for x in r["latencies"]],
+        "sent": [x for r in results for x in r.get("sent", [])],
     }
 
 
@@ -207,15 +222,21 @@ def paced(impl: str, subscribers: int, rate: float, seconds: float) -> dict[str,
             url, subscribers, n, timeout=seconds * 10 + 60, keep_latency=True
         )  # a backlog shows as latency
         wait_subscribers(url, clients.connected)
-        cpu0 = stats(url)["cpu_s"]
+        s0 = stats(url)
+        cpu0 = s0["cpu_s"]
         clients.go()
         time.sleep(0.2)
+        began = time.monotonic()
         httpx.post(url + "/publish", json={"n": n, "size": 200, "rate": rate}, timeout=seconds * 10 + 60)
+        publish_s = time.monotonic() - began
         res = merge(clients.results())
-        cpu1 = stats(url)["cpu_s"]
+        s1 = stats(url)
+        cpu1 = s1["cpu_s"]
     lat = [x * 1000 for x in res["latencies"]]
-    # Backlog: does latency grow over the run? Compare the last tenth with the first tenth.
-    tenth = max(1, len(lat) // 10)
+    # Backlog: does latency grow over the run? Compare the events published in the last tenth of
+    # the run with those of the first tenth (by publish time, not by connection).
+    by_time = [x for _, x in sorted(zip(res["sent"], lat, strict=True))]
+    tenth = max(1, len(by_time) // 10)
     expected = clients.connected * n
     return {
         "scenario": "paced",
@@ -228,10 +249,16 @@ def paced(impl: str, subscribers: int, rate: float, seconds: float) -> dict[str,
         "p50_ms": round(pct(lat, 50), 2),
         "p99_ms": round(pct(lat, 99), 2),
         "max_ms": round(max(lat or [0]), 2),
-        "first_tenth_p50_ms": round(statistics.median(lat[:tenth]), 2) if lat else None,
-        "last_tenth_p50_ms": round(statistics.median(lat[-tenth:]), 2) if lat else None,
+        "first_tenth_p50_ms": round(statistics.median(by_time[:tenth]), 2) if lat else None,
+        "last_tenth_p50_ms": round(statistics.median(by_time[-tenth:]), 2) if lat else None,
+        # The publisher runs in the server's loop: longer than ``seconds`` means it fell behind.
+        "publish_s": round(publish_s, 2),
+        # The server's garbage collections during the run (young, middle, full).
+        "server_gcs": [b - a for a, b in zip(s0["gc_collections"], s1["gc_collections"], strict=True)],
         "server_cpu_s": round(cpu1 - cpu0, 2),
+        # The clients' CPU while reading; parsing and checking every event ran after the run.
         "client_cpu_s": round(res["client_cpu_s"], 2),
+        "client_check_cpu_s": round(res["client_check_cpu_s"], 2),
     }
 
 
@@ -298,12 +325,14 @@ def correlation(clients_n: int, seconds: float, concurrency: int, rate: float | 
         responder = ctx.Process(target=responder_worker, args=(rchild, port, ids), daemon=True)
         responder.start()
         sessions = rpipe.recv()["sessions"]
+        server_cpu0 = process_cpu(SERVER_PIDS[url])
         tpipe, tchild = ctx.Pipe()
         trig = ctx.Process(target=trigger_worker, args=(tchild, port, ids, concurrency, seconds, rate), daemon=True)
         trig.start()
         if not tpipe.poll(seconds + 120):
             raise RuntimeError("the trigger process did not report")
         out = tpipe.recv()
+        server_cpu = process_cpu(SERVER_PIDS[url]) - server_cpu0
         rpipe.send("stop")
         answered = rpipe.recv()
         trig.join(10)
@@ -321,6 +350,9 @@ def correlation(clients_n: int, seconds: float, concurrency: int, rate: float | 
         "p50_ms": round(pct(rtts, 50), 2),
         "p99_ms": round(pct(rtts, 99), 2),
         "answers_posted": answered["answered"],
+        "server_cpu_s": round(server_cpu, 2),
+        # The trigger process and the responders (all the answering clients), each for the whole run.
+        "client_cpu_s": round(out["cpu_s"] + answered["cpu_s"], 2),
     }
 
 
@@ -335,6 +367,8 @@ def table(rows: list[dict[str, Any]], keys: list[str]) -> str:
 
 
 def chart(bursts: list[dict[str, Any]], pace: list[dict[str, Any]], path: Path) -> None:
+    """Two panels against the number of subscribers, ours beside the baseline: burst deliveries/s,
+    and p99 latency at a steady 20 publishes/s."""
     try:
         import matplotlib
 
@@ -344,15 +378,24 @@ def chart(bursts: list[dict[str, Any]], pace: list[dict[str, Any]], path: Path) 
         print("(no chart: pip install matplotlib to draw bench/results/latest.png)")
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for impl, style in (("hub", "o-"), ("naive", "s--")):
-        rows = [r for r in bursts if r["impl"] == impl]
-        axes[0].plot([r["subscribers"] for r in rows], [r["deliveries_per_s"] for r in rows], style, label=impl)
-        prow = [r for r in pace if r["impl"] == impl]
-        axes[1].plot([r["rate"] for r in prow], [r["p99_ms"] for r in prow], style, label=impl)
+    sweep = [r for r in pace if r["rate"] == SWEEP_RATE]
+    for impl, style, label in (("hub", "o-", "ours (hub)"), ("naive", "s--", "naive baseline")):
+        rows = sorted((r for r in bursts if r["impl"] == impl), key=lambda r: r["subscribers"])
+        axes[0].plot([r["subscribers"] for r in rows], [r["deliveries_per_s"] for r in rows], style, label=label)
+        prow = sorted((r for r in sweep if r["impl"] == impl), key=lambda r: r["subscribers"])
+        axes[1].plot([r["subscribers"] for r in prow], [r["p99_ms"] for r in prow], style, label=label)
     axes[0].set(xscale="log", xlabel="subscribers", ylabel="deliveries/s", title="Burst fan-out (200-byte events)")
-    axes[1].set(xlabel="publishes/s (1,000 subscribers)", ylabel="p99 latency (ms)", title="Paced latency")
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="subscribers",
+        ylabel="p99 latency (ms)",
+        title=f"Latency at {SWEEP_RATE:g} publishes/s",
+    )
+    axes[1].axhline(50, color="grey", linewidth=0.8, linestyle=":", label="target at 1,000: 50 ms")
+    axes[0].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
     for ax in axes:
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -373,7 +416,9 @@ def main() -> int:
         plan_rpc: list[tuple[int, float, int, float | None]] = [(20, 2.0, 16, None)]
     else:
         plan_burst = [(10, 20_000), (100, 5_000), (1_000, 1_000), (5_000, 200)]
-        plan_paced = [(1_000, 20.0, 10.0), (1_000, 100.0, 10.0)]
+        # p99 against subscribers at a steady rate (the chart), then the sustained 100/s run.
+        plan_paced = [(10, SWEEP_RATE, 5.0), (100, SWEEP_RATE, 5.0), (1_000, SWEEP_RATE, 10.0)]
+        plan_paced += [(5_000, SWEEP_RATE, 5.0), (1_000, 100.0, 10.0)]
         idle_n, storm = 2_000, (1_000, 100)
         plan_rpc = [(100, 8.0, 128, None), (100, 8.0, 256, 1000.0)]
 
@@ -388,7 +433,10 @@ def main() -> int:
         for impl in ("hub", "naive"):
             r = paced(impl, subs, rate, secs)
             pace.append(r)
-            print(f"paced {impl:5} {rate:>5}/s p50={r['p50_ms']}ms p99={r['p99_ms']}ms lost={r['lost']}", flush=True)
+            print(
+                f"paced {impl:5} M={subs:<5} {rate:>5}/s p50={r['p50_ms']}ms p99={r['p99_ms']}ms lost={r['lost']}",
+                flush=True,
+            )
     idle = [idle_cost(impl, idle_n) for impl in ("hub", "naive")]
     storm_row = reconnect_storm(*storm)
     rpc = [correlation(*plan) for plan in plan_rpc]
@@ -433,7 +481,9 @@ def main() -> int:
                 "first_tenth_p50_ms",
                 "last_tenth_p50_ms",
                 "lost",
+                "publish_s",
                 "server_cpu_s",
+                "client_cpu_s",
             ],
         )
     )
@@ -443,7 +493,21 @@ def main() -> int:
     print(table([storm_row], ["clients", "missed", "seconds", "lost", "order_errors", "server_cpu_s"]))
     print()
     print(
-        table(rpc, ["clients", "concurrency", "rate", "round_trips", "round_trips_per_s", "p50_ms", "p99_ms", "errors"])
+        table(
+            rpc,
+            [
+                "clients",
+                "concurrency",
+                "rate",
+                "round_trips",
+                "round_trips_per_s",
+                "p50_ms",
+                "p99_ms",
+                "errors",
+                "server_cpu_s",
+                "client_cpu_s",
+            ],
+        )
     )
     print()
     print(apps.tables(app_rows, table))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import time
@@ -43,6 +44,12 @@ class PublishBody:
     rate: float | None = None  # events per second; None = as fast as it can
 
 
+def _due(i: int, began_wall: float, rate: float | None) -> float | None:
+    """When event ``i`` is due by the schedule: its ``t``, so a publisher that falls behind (the
+    server is too busy) shows as latency instead of hiding it (coordinated omission)."""
+    return None if rate is None else began_wall + i / rate
+
+
 async def _pace(i: int, began: float, rate: float | None) -> None:
     if rate is None:
         if i % BATCH == BATCH - 1:
@@ -52,8 +59,8 @@ async def _pace(i: int, began: float, rate: float | None) -> None:
     await asyncio.sleep(max(0.0, delay))
 
 
-def _payload(seq: int, size: int) -> dict[str, Any]:
-    base = {"seq": seq, "t": time.time(), "pad": ""}
+def _payload(seq: int, size: int, t: float | None = None) -> dict[str, Any]:
+    base = {"seq": seq, "t": time.time() if t is None else t, "pad": ""}
     pad = max(0, size - len(json.dumps(base)))
     base["pad"] = "x" * pad
     return base
@@ -71,6 +78,7 @@ def _stats(state: State) -> dict[str, Any]:
         "subscribers": state.subscribers(),
         "rss": proc.memory_info().rss,
         "cpu_s": cpu.user + cpu.system,
+        "gc_collections": [g["collections"] for g in gc.get_stats()],
         "seq": state.counter.seq,
     }
 
@@ -92,10 +100,10 @@ async def hub_events(request: Request[Any, Any, Any], state: State) -> Stream:
 async def hub_publish(data: JSONBody[PublishBody], state: State) -> dict[str, int]:
     hub: Hub = state.hub
     counter: Counter = state.counter
-    began = time.monotonic()
+    began, began_wall = time.monotonic(), time.time()
     for i in range(data.n):
         counter.seq += 1
-        await hub.publish_json(TOPIC, _payload(counter.seq, data.size), event="tick")
+        await hub.publish_json(TOPIC, _payload(counter.seq, data.size, _due(i, began_wall, data.rate)), event="tick")
         await _pace(i, began, data.rate)
     return {"published": data.n, "seq": counter.seq}
 
@@ -136,10 +144,10 @@ async def naive_events(state: State) -> ServerSentEvent:
 @post("/publish", status_code=200)
 async def naive_publish(data: JSONBody[PublishBody], state: State) -> dict[str, int]:
     counter: Counter = state.counter
-    began = time.monotonic()
+    began, began_wall = time.monotonic(), time.time()
     for i in range(data.n):
         counter.seq += 1
-        item = _payload(counter.seq, data.size)
+        item = _payload(counter.seq, data.size, _due(i, began_wall, data.rate))
         for queue in state.queues:
             queue.put_nowait(item)
         await _pace(i, began, data.rate)
