@@ -6,7 +6,7 @@ from typing import Any
 
 from .errors import JSONRequest, complete_allow, error_handlers
 from .openapi import STRICT_STRUCTS, api_docs
-from .security import SECURITY_HEADERS, origin_guard
+from .security import SECURITY_HEADERS, origin_check
 
 __all__ = ["app_defaults"]
 
@@ -25,11 +25,11 @@ def app_defaults(
     ``exception_handlers`` adds app-specific handlers on top of the shared ones.
     """
     return {
-        "guards": [origin_guard],
+        # Middleware, not guards or before_send hooks: each of those costs per request (see each).
+        "middleware": [origin_check, complete_allow],
         "response_headers": SECURITY_HEADERS,
         "exception_handlers": {**error_handlers(), **(exception_handlers or {})},
         "request_class": JSONRequest,
-        "before_send": [complete_allow],
         "request_max_body_size": max_body,
         "openapi_config": api_docs(prefix, name, description),
         "plugins": [STRICT_STRUCTS],

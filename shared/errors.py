@@ -12,7 +12,7 @@ That is what Litestar answers for its own exceptions; this module closes the gap
 - the app's ``response_headers`` (CSP, nosniff...) are not added to error responses.
 
 Every app passes ``exception_handlers=error_handlers()``, ``request_class=JSONRequest`` and
-``before_send=[complete_allow]``, and lists the statuses each handler answers with
+``middleware=[complete_allow]``, and lists the statuses each handler answers with
 ``raises=errors(...)``, so that its OpenAPI schema documents them.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
 from litestar.exceptions import (
     ClientException,
     HTTPException,
@@ -36,7 +37,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from litestar.types import ExceptionHandlersMap, Message, Scope
+from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
 from .security import SECURITY_HEADERS
 
@@ -180,12 +181,28 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return Response(content, status_code=status, headers=headers, media_type=MediaType.JSON)
 
 
-async def complete_allow(message: Message, scope: Scope) -> None:
-    """``before_send=[complete_allow]``: list every method of a path in the ``Allow`` of an OPTIONS
-    answer. Litestar 2 lists only those of the first handler registered for the path
-    (litestar-org/litestar#4169, fixed in v3), so ``OPTIONS /basics/interval`` said POST, not GET."""
-    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
-        return
+def complete_allow(app: ASGIApp) -> ASGIApp:
+    """Litestar middleware (``middleware=[complete_allow]``): list every method of a path in the
+    ``Allow`` of an OPTIONS answer. Litestar 2 lists only those of the first handler registered
+    for the path (litestar-org/litestar#4169, fixed in v3), so ``OPTIONS /basics/interval`` said
+    POST, not GET. Only an OPTIONS request's ``send`` is wrapped: the others pay nothing."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "OPTIONS":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_allow(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _complete_allow(message, scope)
+            await send(message)
+
+        await app(scope, receive, send_with_allow)
+
+    return middleware
+
+
+def _complete_allow(message: Message, scope: Scope) -> None:
     handler = scope.get("route_handler")
     if handler is None:
         return

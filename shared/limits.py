@@ -49,7 +49,7 @@ class ConnectionLimiter:
 
     Loopback clients are exempt unless ``limit_loopback``: the apps listen on 127.0.0.1 by
     default, and behind a reverse proxy every client has the proxy's address unless the server
-    trusts forwarded headers (uvicorn ``--proxy-headers --forwarded-allow-ips``), which then puts
+    trusts forwarded headers (``--proxy-headers --forwarded-allow-ips``), which then puts
     the real client address in the scope. Share one limiter between hubs to cap a client across
     apps.
     """

@@ -10,15 +10,16 @@ from urllib.parse import urlsplit
 
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "SECURITY_HEADERS",
     "RedactSecrets",
     "check_origin",
     "new_token",
-    "origin_guard",
+    "origin_check",
     "redact_access_log",
     "tokens_equal",
 ]
@@ -72,13 +73,20 @@ def check_origin(request: Request | ASGIConnection) -> None:  # type: ignore[typ
         raise PermissionDeniedException(f"cross-origin request refused: Origin {origin!r} does not match host {host!r}")
 
 
-async def origin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """Litestar guard form of :func:`check_origin`; put it on an app or router.
+def origin_check(app: ASGIApp) -> ASGIApp:
+    """Litestar middleware (``middleware=[origin_check]``): :func:`check_origin` before the route
+    handler runs; a refusal is the app's JSON 403.
 
-    Async on purpose: Litestar runs a sync guard in a worker thread, which cost a third of the
-    server's CPU per request in the correlation benchmark.
+    A middleware, not a guard: Litestar calls every guard with a shallow copy of the route
+    handler, and that copy alone was 7% of the server's CPU in the correlation benchmark.
     """
-    check_origin(connection)
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["method"] in _UNSAFE:
+            check_origin(ASGIConnection(scope))
+        await app(scope, receive, send)
+
+    return middleware
 
 
 # A browser's EventSource cannot send headers, so a session stream is resumed with ?token=...

@@ -250,6 +250,9 @@ class HeadWithBodyProtocol(_BaseHttpProtocol):
 def make_config(app: Any, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> uvicorn.Config:
     kwargs.setdefault("timeout_graceful_shutdown", 2)
     kwargs.setdefault("log_level", "info")
+    # Off unless asked (--proxy-headers): trusted, X-Forwarded-For from any local process would
+    # name the client, and per-client caps count by that name. Also a middleware per request less.
+    kwargs.setdefault("proxy_headers", False)
     if kwargs.get("http", "auto") == "auto":
         kwargs["http"] = HeadWithBodyProtocol
     if kwargs["log_level"] in ("warning", "error", "critical"):
@@ -295,8 +298,26 @@ def base_parser(prog: str, description: str, default_port: int = 8000) -> argpar
     parser.add_argument(
         "--workers", type=int, default=1, help="worker processes (default: 1); more than one needs --backend redis://"
     )
+    parser.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="behind a reverse proxy: take the client address from X-Forwarded-For (and the scheme from "
+        "X-Forwarded-Proto) when the connection comes from --forwarded-allow-ips",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="with --proxy-headers: the proxy addresses to trust, comma-separated (default: 127.0.0.1)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
+
+
+def proxy_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The uvicorn settings of ``--proxy-headers`` / ``--forwarded-allow-ips``."""
+    if not getattr(args, "proxy_headers", False):
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": args.forwarded_allow_ips}
 
 
 def check_workers(workers: int, backend: str) -> None:
@@ -321,7 +342,7 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
     for line in extra:
         print(line, flush=True)
     try:
-        serve(app, args.host, args.port, log_level=args.log_level)
+        serve(app, args.host, args.port, log_level=args.log_level, **proxy_options(args))
     except KeyboardInterrupt:
         pass  # a second Ctrl-C during shutdown: uvicorn already said what it was doing
 
@@ -352,7 +373,13 @@ def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = (
     # Only this process and its children read it; Namespace values (Path, str, int) pickle as is.
     os.environ[_ARGS_ENV] = base64.b64encode(pickle.dumps(args)).decode()
     config = make_config(
-        "shared.server:worker_app", args.host, args.port, factory=True, workers=workers, log_level=args.log_level
+        "shared.server:worker_app",
+        args.host,
+        args.port,
+        factory=True,
+        workers=workers,
+        log_level=args.log_level,
+        **proxy_options(args),
     )
     for line in extra:
         print(line, flush=True)

@@ -35,7 +35,7 @@ def create_index_app() -> Litestar:
         route_handlers=[index, static_router("", STATIC, name="index-static")],
         response_headers=SECURITY_HEADERS,
         exception_handlers=error_handlers(),
-        before_send=[complete_allow],
+        middleware=[complete_allow],
         openapi_config=None,
     )
 

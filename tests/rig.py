@@ -53,6 +53,7 @@ class LiveServer:
     server: Server | None = None
     thread: threading.Thread | None = None
     stop_seconds: float = field(default=0.0)
+    config: dict[str, Any] = field(default_factory=dict)  # more uvicorn settings (make_config)
 
     @property
     def url(self) -> str:
@@ -62,7 +63,7 @@ class LiveServer:
         self.app = self.factory()
         sock = _bind(self.port)
         self.port = sock.getsockname()[1]
-        config = make_config(self.app, "127.0.0.1", self.port, log_level="warning")
+        config = make_config(self.app, "127.0.0.1", self.port, log_level="warning", **self.config)
         self.server = Server(config, self.app)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

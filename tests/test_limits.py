@@ -15,6 +15,7 @@ from litestar.response import Stream
 from shared import Hub, HubSettings, MemoryBackend
 from shared.limits import ABORT_CONNECTION, ConnectionLimiter, TooManyStreams, WriteWatchdog
 from shared.responses import sse_response
+from shared.server import base_parser, proxy_options
 from showcase import basics, bidi
 from tests.rig import LiveServer, wait_until
 
@@ -105,6 +106,40 @@ async def test_the_limit_covers_bidi_session_streams_too() -> None:
             assert b"retry-after: 5" in refused.lower()
         finally:
             writer.close()
+
+
+def _forwarded_streams(config: dict[str, Any]) -> list[bytes]:
+    """Two streams from this host under a limit of one, each claiming another X-Forwarded-For."""
+
+    async def run() -> list[bytes]:
+        settings = HubSettings(max_streams_per_client=1, limit_loopback=True)
+        with LiveServer(lambda: basics.create_app(Hub(MemoryBackend(), settings), interval=60), config=config) as srv:
+            writers, heads = [], []
+            try:
+                for claimed in ("203.0.113.7", "203.0.113.8"):
+                    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+                    writers.append(writer)
+                    writer.write(
+                        f"GET /basics/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {claimed}\r\n\r\n".encode()
+                    )
+                    heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
+            finally:
+                for writer in writers:
+                    writer.close()
+            return [head.split(b"\r\n", 1)[0] for head in heads]
+
+    return asyncio.run(run())
+
+
+def test_a_client_cannot_escape_the_cap_by_claiming_another_address() -> None:
+    # By default X-Forwarded-For is not trusted, even from loopback: both are 127.0.0.1.
+    assert _forwarded_streams({}) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 429 Too Many Requests"]
+
+
+def test_behind_a_proxy_the_forwarded_address_is_the_client() -> None:
+    # --proxy-headers (the proxy is this host): each forwarded address is a client of its own.
+    args = base_parser("t", "t").parse_args(["--proxy-headers"])
+    assert _forwarded_streams(proxy_options(args)) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
 
 
 # -- ConnectionLimiter ---------------------------------------------------------------------------
