@@ -315,8 +315,14 @@ def reconnect_storm(clients_n: int, missed: int) -> dict[str, Any]:
     }
 
 
-def correlation(clients_n: int, seconds: float, concurrency: int, rate: float | None) -> dict[str, Any]:
-    """SSE request -> POST answer round trips through ``/bidi/trigger`` to ``clients_n`` clients."""
+def correlation(clients_n: int, seconds: float, concurrency: int, rate: float | None, via: str) -> dict[str, Any]:
+    """SSE request -> POST answer round trips to ``clients_n`` clients of the ``/bidi/`` demo.
+
+    ``via="server"``: the server makes the requests itself (``POST /bench/requests``), as the apps
+    do; a round trip is one SSE write and one POST. ``via="trigger"``: a client process asks for
+    each one with ``POST /bidi/trigger`` and waits for the answer: a second HTTP request per round
+    trip, and the figure a user of that endpoint gets.
+    """
     ctx = mp.get_context("fork")
     ids = [f"bench{i}" for i in range(clients_n)]
     with bench_server("bidi", "/bidi/clients") as url:
@@ -326,21 +332,29 @@ def correlation(clients_n: int, seconds: float, concurrency: int, rate: float | 
         responder.start()
         sessions = rpipe.recv()["sessions"]
         server_cpu0 = process_cpu(SERVER_PIDS[url])
-        tpipe, tchild = ctx.Pipe()
-        trig = ctx.Process(target=trigger_worker, args=(tchild, port, ids, concurrency, seconds, rate), daemon=True)
-        trig.start()
-        if not tpipe.poll(seconds + 120):
-            raise RuntimeError("the trigger process did not report")
-        out = tpipe.recv()
+        trig = None
+        if via == "server":
+            body = {"client_ids": ids, "seconds": seconds, "concurrency": concurrency, "rate": rate}
+            out = httpx.post(url + "/bench/requests", json=body, timeout=seconds + 60).raise_for_status().json()
+            out["cpu_s"] = 0.0
+        else:
+            tpipe, tchild = ctx.Pipe()
+            trig = ctx.Process(target=trigger_worker, args=(tchild, port, ids, concurrency, seconds, rate), daemon=True)
+            trig.start()
+            if not tpipe.poll(seconds + 120):
+                raise RuntimeError("the trigger process did not report")
+            out = tpipe.recv()
         server_cpu = process_cpu(SERVER_PIDS[url]) - server_cpu0
         rpipe.send("stop")
         answered = rpipe.recv()
-        trig.join(10)
+        if trig is not None:
+            trig.join(10)
         responder.join(10)
     rtts = [x * 1000 for x in out["rtts"]]
     return {
         "scenario": "correlation",
         "impl": "hub",
+        "via": via,
         "clients": sessions,
         "concurrency": concurrency,
         "rate": rate,
@@ -413,14 +427,16 @@ def main() -> int:
         plan_burst = [(100, 500)]  # checked event by event (strict) in quick mode
         plan_paced = [(200, 50.0, 2.0)]
         idle_n, storm = 200, (100, 50)
-        plan_rpc: list[tuple[int, float, int, float | None]] = [(20, 2.0, 16, None)]
+        plan_rpc: list[tuple[int, float, int, float | None, str]] = [(20, 2.0, 16, None, "server")]
+        plan_rpc += [(20, 2.0, 16, None, "trigger")]
     else:
         plan_burst = [(10, 20_000), (100, 5_000), (1_000, 1_000), (5_000, 200)]
         # p99 against subscribers at a steady rate (the chart), then the sustained 100/s run.
         plan_paced = [(10, SWEEP_RATE, 5.0), (100, SWEEP_RATE, 5.0), (1_000, SWEEP_RATE, 10.0)]
         plan_paced += [(5_000, SWEEP_RATE, 5.0), (1_000, 100.0, 10.0)]
         idle_n, storm = 2_000, (1_000, 100)
-        plan_rpc = [(100, 8.0, 128, None), (100, 8.0, 256, 1000.0)]
+        plan_rpc = [(100, 8.0, 128, None, via) for via in ("server", "trigger")]
+        plan_rpc += [(100, 8.0, 256, 1000.0, via) for via in ("server", "trigger")]
 
     bursts = []
     for subs, events in plan_burst:
@@ -496,6 +512,7 @@ def main() -> int:
         table(
             rpc,
             [
+                "via",
                 "clients",
                 "concurrency",
                 "rate",

@@ -6,6 +6,12 @@
   as fast as it can (yielding to the loop between small batches, as a real publisher does).
 - ``GET /stats``: subscribers, RSS, CPU seconds of this process.
 
+``--impl bidi`` serves the ``/bidi/`` demo as users run it, plus ``POST /bench/requests``
+``{"client_ids": [...], "seconds": float, "concurrency": int, "rate": float | null}``: the server
+sends requests to those connected clients itself (``Correlator.request``, as the apps do: a
+dashboard confirmation) for ``seconds``, ``concurrency`` in flight or paced at ``rate`` per
+second, and answers with each round trip's time (SSE request out to POST answer in).
+
 ``--impl hub`` (default) uses the same code path as the apps (hub, encoding, ``sse_response``).
 ``--impl naive`` is the tutorial way: a queue per subscriber, ``json.dumps`` per subscriber, and
 Litestar's ``ServerSentEvent`` encoding every item — the baseline we compare against.
@@ -29,6 +35,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, Stream
 
+from shared.correlation import Correlator
 from shared.hub import Hub, HubSettings
 from shared.responses import last_event_id, sse_response
 from shared.server import serve
@@ -161,6 +168,57 @@ def create_naive_app() -> Litestar:
     return Litestar([naive_events, naive_publish, stats], state=state, openapi_config=None)
 
 
+@dataclass
+class RequestsBody:
+    client_ids: list[str]
+    seconds: float = 5.0
+    concurrency: int = 64
+    rate: float | None = None
+
+
+@post("/bench/requests", status_code=200)
+async def bench_requests(data: JSONBody[RequestsBody], state: State) -> dict[str, Any]:
+    correlator: Correlator = state.correlator
+    ids = data.client_ids
+    rtts: list[float] = []
+    errors: list[str] = []
+    began = time.monotonic()
+    end = began + min(data.seconds, 60.0)  # bounded whatever the body says
+
+    async def one(i: int) -> None:
+        sent = time.perf_counter()
+        try:
+            await correlator.request(ids[i % len(ids)], "bench", None, timeout=10)
+        except Exception as exc:  # counted, not raised: the run goes on
+            errors.append(type(exc).__name__)
+        else:
+            rtts.append(time.perf_counter() - sent)
+
+    if data.rate is None:
+
+        async def lane(k: int) -> None:
+            i = k
+            while time.monotonic() < end:
+                await one(i)
+                i += data.concurrency
+
+        await asyncio.gather(*(lane(k) for k in range(data.concurrency)))
+    else:
+        in_flight: set[asyncio.Task[None]] = set()
+        n = 0
+        while time.monotonic() < end:
+            await asyncio.sleep(max(0.0, began + n / data.rate - time.monotonic()))
+            if len(in_flight) >= data.concurrency:
+                errors.append("over concurrency")  # the schedule needed more in flight: a miss
+            else:
+                task = asyncio.create_task(one(n))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            n += 1
+        await asyncio.gather(*in_flight)
+    return {"rtts": rtts, "errors": errors, "seconds": time.monotonic() - began}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -173,6 +231,7 @@ def main() -> None:
         from showcase import bidi  # the /bidi/ demo, as users run it
 
         app = bidi.create_app()
+        app.register(bench_requests)
     else:
         app = create_hub_app(args.window) if args.impl == "hub" else create_naive_app()
     serve(app, args.host, args.port, log_level="warning", backlog=8192)

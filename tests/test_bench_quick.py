@@ -24,6 +24,10 @@ def test_bench_quick_loses_nothing(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["rows"]
     ours = [r for r in rows if r["impl"] == "hub"]
     assert {r["scenario"] for r in ours} == {"burst", "paced", "idle", "reconnect_storm", "correlation"}
+    # Round trips asked for by the server itself and through POST /bidi/trigger, each answered.
+    rpc = [r for r in ours if r["scenario"] == "correlation"]
+    assert sorted(r["via"] for r in rpc) == ["server", "trigger"]
+    assert all(r["round_trips"] > 0 and r["answers_posted"] >= r["round_trips"] for r in rpc), rpc
     for row in ours:
         assert row.get("lost", 0) == 0, row
         assert row.get("order_errors", 0) == 0, row
