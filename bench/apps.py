@@ -28,7 +28,6 @@ import math
 import multiprocessing as mp
 import os
 import re
-import resource
 import socket
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -44,6 +43,8 @@ from typing import Any, Protocol, cast
 
 import httpx
 import psutil
+
+from bench.load import raise_nofile, run_loop
 
 HOST = "127.0.0.1"
 TOKEN_ENV = "BENCH_APP_TOKEN"
@@ -67,7 +68,7 @@ def serve_main(argv: list[str]) -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--policy", type=Path, help="exec: the policy file")
     args = parser.parse_args(argv)
-    _raise_nofile()
+    raise_nofile()
     token = os.environ.get(TOKEN_ENV)
     app: Any
     if args.app == "chat":
@@ -85,24 +86,6 @@ def serve_main(argv: list[str]) -> None:
         policy = Policy.load(args.policy) if args.policy else None
         app = exec_app(args.data_dir, token=token, policy=policy)
     serve(app, HOST, args.port, log_level="warning", backlog=8192)
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """``asyncio.run`` on uvloop (installed with ``uvicorn[standard]``, which the servers use too):
-    a client that costs less CPU leaves more of the two cores to the server it measures."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - plain asyncio works, at a higher client cost
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
-
-
-def _raise_nofile() -> None:
-    with contextlib.suppress(ValueError, OSError):
-        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def free_port() -> int:
@@ -517,7 +500,7 @@ def app_worker(conn: Connection, kind: str, port: int, first: int, count: int, p
     Commands: ``{"report": true}`` (counters now), ``{"wait": deadline, "expect": n}`` (until
     every connection is done, or the deadline), ``{"close": true}`` (close all, final report).
     """
-    _raise_nofile()
+    raise_nofile()
     run_loop(_app_worker(conn, kind, port, first, count, params))
 
 

@@ -17,6 +17,7 @@ import gc
 import re
 import resource
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, cast
@@ -253,8 +254,9 @@ async def _open(
     return stream
 
 
-def run_loop(main: Any) -> None:
-    """``asyncio.run`` on uvloop when installed (the servers use it too): a cheaper client."""
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` on uvloop (installed with ``uvicorn[standard]``, which the servers use too):
+    a client that costs less CPU leaves more of the two cores to the server it measures."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - plain asyncio works, at a higher client cost
@@ -262,6 +264,13 @@ def run_loop(main: Any) -> None:
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
+
+
+def raise_nofile() -> None:
+    """Open-file limit up to the hard limit: a worker holds thousands of sockets."""
+    with contextlib.suppress(ValueError, OSError):
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def worker(
@@ -277,9 +286,7 @@ def worker(
     strict: bool = True,
 ) -> None:
     """Entry point of a worker process: connect, report ready, read, report results."""
-    with contextlib.suppress(ValueError, OSError):
-        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     run_loop(_worker(conn, host, port, n_conns, want, timeout, keep_latency, path, headers or {}, strict))
 
 
