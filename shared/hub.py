@@ -1,7 +1,7 @@
 """The topic hub: ids, replay from Last-Event-ID, fan-out with one shared log per topic.
 
 Per topic and per process there is one reader task that takes new entries from the backend
-(with the memory backend, a callback inside its append() instead: no task, no hop), encodes
+(or, where the backend offers it, a callback inside its append(): no task, no hop), encodes
 each one **once**, and appends the bytes to a shared in-memory log. A subscriber is a cursor
 into that log: when the log grows it takes everything past its cursor in one write. A
 subscriber that falls off the log's tail (it stopped reading) is ended; it resumes by
@@ -112,7 +112,7 @@ class _Topic:
         self.timer: asyncio.TimerHandle | None = None
         self.subscribers = 0
         self.reader: asyncio.Task[None] | None = None
-        self.unfollow: Callable[[], None] | None = None  # instead of a reader, on a MemoryBackend
+        self.unfollow: Callable[[], None] | None = None  # instead of a reader (Backend.follow)
         self.closed = False
         self.last_append = time.monotonic()
         self._joined: tuple[int, int, bytes, str | None] = (0, 0, b"", None)
@@ -493,9 +493,8 @@ class Hub:
             t.subscribers += 1
             try:
                 after = await self.backend.latest_id(name)
-                if isinstance(self.backend, MemoryBackend):
-                    # No reader task: the backend hands each event over inside append().
-                    t.unfollow = self.backend.follow(name, after, functools.partial(self._deliver, t))
+                # Where the backend can hand each event over inside append(): no reader task.
+                t.unfollow = self.backend.follow(name, after, functools.partial(self._deliver, t))
             except BaseException:
                 self._detach(t)
                 raise

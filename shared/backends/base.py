@@ -8,7 +8,7 @@ cursors, heartbeats) on top, so a backend never sees individual SSE connections.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -69,6 +69,15 @@ class Backend(ABC):
         """Batches of entries stored after ``after`` (all kept ones if ``None``), then new ones as
         they are appended, ephemeral ones included. The hub passes ``latest_id()`` read just before,
         so nothing appended in between is missed."""
+
+    def follow(
+        self, topic: str, after: str | None, deliver: Callable[[list[Entry]], None]
+    ) -> Callable[[], None] | None:
+        """:meth:`listen` by callback, for a backend that can: ``deliver(batch)`` runs inside
+        :meth:`append`, before it returns (first with what is stored after ``after``). Returns the
+        function that stops it, or ``None`` if this backend cannot (the default): then the hub
+        reads :meth:`listen` in a task, one hop more per event."""
+        return None
 
     @abstractmethod
     def order_key(self, event_id: str) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from shared import Hub
-from shared.backends import UnknownEventId
+from shared.backends import Entry, UnknownEventId
 
 from .conftest import Store
 from .helpers import Listening, Subscriber
@@ -160,6 +160,26 @@ async def test_ephemeral_events_are_delivered_live_and_never_stored(store: Store
         assert await late.until(1) == [s2]  # not replayed to a later listener
         await asyncio.sleep(0.05)
         assert late.entries == [s2]
+
+
+async def test_follow_hands_events_over_inside_append_or_is_declined(store: Store) -> None:
+    b = store.instance(retention=BIG)
+    await b.start()
+    ids = [(await b.append("t", f"m{i}")).id for i in range(3)]
+    got: list[Entry] = []
+    stop = b.follow("t", ids[0], got.extend)
+    if store.kind == "redis":
+        assert stop is None  # other processes append too: the hub reads listen() instead
+        return
+    assert stop is not None
+    assert [e.data for e in got] == ["m1", "m2"]
+    live = await b.append("t", "m3")
+    assert got[-1] == live  # handed over before append() returned
+    typing = await b.append("t", "alice", event="typing", ephemeral=True)
+    assert got[-1] == typing
+    stop()
+    await b.append("t", "m4")
+    assert [e.data for e in got] == ["m1", "m2", "m3", "alice"]
 
 
 async def test_close_ends_listeners(store: Store) -> None:
