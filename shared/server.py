@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -219,6 +219,9 @@ class _HeadWithBody:
             self._loop.call_soon(self._flush)
         else:
             self._transport.write(data)
+
+    def writelines(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))  # through write(): never past a held head
 
     def _flush(self) -> None:
         held = self._held
