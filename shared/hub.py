@@ -585,9 +585,12 @@ class Hub:
         return {"topics": len(self._topics), "subscribers": sum(t.subscribers for t in self._topics.values())}
 
     def shutdown_event(self, last_id: str | None) -> bytes:
-        """The last event a stream sends when the server stops: reconnect soon, from here."""
+        """The last event of a stream whose topic ended: when the server stops, or when the
+        topic's event source failed (then the next subscriber starts it again). Either way:
+        reconnect soon, from here."""
+        reason = "server shutting down" if self.closing else "event source failed; reconnect to resume"
         return encode(
-            json.dumps({"reason": "server shutting down"}),
+            json.dumps({"reason": reason}),
             event="shutdown",
             id=last_id,
             retry=self.settings.shutdown_retry_ms,

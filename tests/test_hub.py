@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from shared import Hub, HubSettings, MemoryBackend
+from shared.backends import Entry
 from tests.sse_parse import Parser
 
 
@@ -179,6 +182,46 @@ async def test_close_ends_streams_with_a_shutdown_marker() -> None:
         assert sub.ended_reason == "shutdown"
         await closer
     assert b"event: shutdown" in hub.shutdown_event(last)
+
+
+class FailingOnce(MemoryBackend):
+    """A backend whose first reader fails after its first batch (a lost connection, a bug)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def follow(self, topic: str, after: str | None, deliver: Any) -> None:
+        return None  # read through listen(), which fails below
+
+    async def listen(self, topic: str, after: str | None) -> AsyncIterator[list[Entry]]:
+        async for batch in super().listen(topic, after):
+            yield batch
+            if self.failures == 0:
+                self.failures += 1
+                raise RuntimeError("event source broke")
+
+
+async def test_a_failed_reader_ends_its_streams_with_the_reason_and_the_topic_starts_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = FailingOnce()
+    async with Hub(backend) as hub:
+        first = await hub.publish("t", "a")
+        async with hub.subscribe("t", first) as sub:
+            await hub.publish("t", "b")
+            chunks = [chunk async for chunk in sub]  # ends: the reader failed after "b"
+            assert sub.ended_reason == "shutdown"
+        assert b"data: b" in b"".join(chunks)
+        assert b'"reason": "event source failed; reconnect to resume"' in hub.shutdown_event(sub.last_id)
+        assert "reader for topic 't' failed" in caplog.text
+        # The client resumes from its last id on a new reader, missing nothing.
+        async with hub.subscribe("t", sub.last_id) as again:
+            c = await hub.publish("t", "c")
+            it = again.__aiter__()
+            assert b"data: c" in await asyncio.wait_for(anext(it), 2)
+            assert again.last_id == c
+    assert b'"reason": "server shutting down"' in hub.shutdown_event(c)
 
 
 async def test_subscribe_before_start_says_what_to_do() -> None:
