@@ -503,3 +503,19 @@ async def test_sessions_are_capped() -> None:
         assert refused.value.status_code == 429
         assert "too many client sessions" in refused.value.detail
         await correlator.close()
+
+
+# -- notifications --------------------------------------------------------------------------------
+
+
+async def test_a_notification_reaches_the_client_with_no_id_and_needs_no_answer() -> None:
+    async with bidi_server() as (base, http, correlator):
+        peer = await Peer(http, base, "told").connect()
+        await correlator.notify("told", "progress", {"done": 3})
+        sse = await peer.next("notification")
+        assert sse.json() == {"jsonrpc": "2.0", "method": "progress", "params": {"done": 3}}
+        assert sse.id == ""  # ephemeral: never replayed, nothing to answer
+        assert correlator.stats()["pending"] == 0
+        with pytest.raises(UnknownClient, match="'nobody'"):
+            await correlator.notify("nobody", "progress")
+        await peer.close()
