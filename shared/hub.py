@@ -261,11 +261,14 @@ class Subscription:
         prelude: list[bytes],
         after_key: tuple[int, ...] | None,
         last_id: str | None,
+        live_from: int,
     ) -> None:
         self._hub = hub
         self._topic = topic
         self.cursor = cursor
-        self._live_from = cursor  # ephemeral entries before this are old news
+        # Ephemeral entries before this position (the log's end when the subscription began)
+        # are old news: a resume from the shared log replays only stored events.
+        self._live_from = live_from
         self._prelude = prelude
         self._after_key = after_key
         self.last_id = last_id
@@ -469,7 +472,10 @@ class Hub:
                     cursor, last_id = pos + 1, last_event_id
                 else:
                     prelude, after_key, last_id = await self._history(topic, last_event_id)
-            sub = Subscription(self, t, cursor, prelude, after_key, last_id)
+            # Live from the log's end now, not from the resume cursor: while other subscribers keep
+            # the topic's log, the ephemeral events between the cursor and now (a typing
+            # indicator, a metrics frame from seconds ago) are in it too, and must not be replayed.
+            sub = Subscription(self, t, cursor, prelude, after_key, last_id, t.end)
             yield sub
         finally:
             self._detach(t)
