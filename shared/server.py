@@ -74,14 +74,32 @@ class Closable(Protocol):
 
 
 def app_hubs(app: Any) -> list[list[Closable]]:
-    """What each app (and each app it mounts) declares in ``app.state.sse_hubs``: hubs, and other
-    things with ``close()`` that must go first (routers, correlators), in the order to close them."""
+    """What each app declares in ``app.state.sse_hubs`` (hubs, and things with ``close()`` that
+    must go first: routers, correlators), in the order to close them, one group per app.
+
+    Sees through whatever wraps the apps, at any depth: ASGI middlewares (``.app``, as uvicorn's
+    proxy-headers middleware in a worker) and :class:`shared.mount.Mounts` (``mounted_apps()``,
+    the combined server). An app found nowhere here would keep its streams open at shutdown
+    until uvicorn's graceful timeout cancels them, so this walk is the whole of the guarantee.
+    """
     groups: list[list[Closable]] = []
-    for child in getattr(app, "mounted_apps", list)():
-        groups.extend(app_hubs(child))
-    state = getattr(app, "state", None)
-    if state is not None and getattr(state, "sse_hubs", None):
-        groups.append(list(state.sse_hubs))
+    seen: set[int] = set()
+
+    def walk(node: Any, depth: int) -> None:
+        if node is None or id(node) in seen or depth > 20:
+            return
+        seen.add(id(node))
+        mounted = getattr(node, "mounted_apps", None)
+        if callable(mounted):
+            for child in mounted():
+                walk(child, depth + 1)
+        state = getattr(node, "state", None)
+        if state is not None and getattr(state, "sse_hubs", None):
+            groups.append(list(state.sse_hubs))
+        elif not callable(mounted):
+            walk(getattr(node, "app", None), depth + 1)
+
+    walk(app, 0)
     return groups
 
 
@@ -156,14 +174,9 @@ class Server(uvicorn.Server):
         return True
 
     def served_app(self) -> Any:
-        """The app this server runs: given, or (in a worker) the one uvicorn built, unwrapped
-        from uvicorn's middlewares."""
-        app = self._app if self._app is not None else getattr(self.config, "loaded_app", None)
-        for _ in range(10):
-            if app is None or hasattr(app, "state"):
-                break
-            app = getattr(app, "app", None)
-        return app
+        """The app this server runs: given, or (in a worker) the one uvicorn built, with
+        uvicorn's middlewares around it (:func:`app_hubs` sees through them)."""
+        return self._app if self._app is not None else getattr(self.config, "loaded_app", None)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Apps side by side; within an app, in the order it listed (a router says goodbye
