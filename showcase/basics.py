@@ -2,7 +2,9 @@
 
 - ``GET /basics/events``: live ticks from the shared hub, resumable with Last-Event-ID.
 - ``GET /basics/events?count=N``: the seed's "N messages" server: N events with ids 1..N, one per
-  interval, then the response ends; a client that reconnects with Last-Event-ID gets the rest.
+  interval, then the response ends; a client that reconnects with Last-Event-ID gets the rest,
+  and one that resumes from the last of them gets 204 No Content: the WHATWG way to tell an
+  EventSource to stop reconnecting (it would otherwise fetch ``done`` again every second).
 - ``POST /basics/interval`` ``{"seconds": s}``: change the ticker's interval for everybody.
 """
 
@@ -21,8 +23,9 @@ import msgspec
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, JSONBody
-from litestar.response import File, Stream
+from litestar.response import File, Response
 
 from shared.apps import app_defaults
 from shared.backends import BackendUnavailable
@@ -31,7 +34,7 @@ from shared.errors import errors
 from shared.hub import Hub
 from shared.openapi import FileOperation
 from shared.pages import static_router
-from shared.responses import SSEStream, last_event_id, sse_response
+from shared.responses import SSE_HEADERS, SSEStream, last_event_id, sse_response
 from shared.routing import Router
 
 __all__ = ["create_app"]
@@ -119,13 +122,18 @@ async def page() -> File:
     return File(STATIC / "basics.html", content_disposition_type="inline", media_type="text/html")
 
 
-@get("/basics/events", media_type="text/event-stream", raises=errors(429, 503))
+@get(
+    "/basics/events",
+    media_type="text/event-stream",
+    raises=errors(429, 503),
+    responses={204: ResponseSpec(None, description="with count: Last-Event-ID is the last event, nothing more comes")},
+)
 async def events(
     request: Request[Any, Any, Any],
     state: State,
     count: FromQuery[int | None] = None,
     interval: FromQuery[float | None] = None,
-) -> Stream:
+) -> Response[Any]:
     """Live ticks (resumable), or with ``count`` a finite stream of ``count`` numbered events."""
     if count is None:
         return sse_response(state.hub, TOPIC, last_id=last_event_id(request))
@@ -140,6 +148,10 @@ async def events(
         if not resume.isdigit():
             raise ValidationException("Last-Event-ID must be a number for a counted stream")
         start = int(resume)
+        if start >= count:
+            # Everything was delivered: an EventSource that gets 204 closes for good (WHATWG
+            # HTML, "reestablish the connection" is not run for a 204).
+            return Response(content=b"", status_code=204, headers=SSE_HEADERS)
     # SSEStream, like sse_response: the per-client cap and the stuck-write timeout apply here too.
     return SSEStream(state.hub, _counted(start, count, pace))
 

@@ -58,3 +58,24 @@ def test_event_source_resumes_after_server_restart(page: Page, server: LiveServe
     ids = shown_ids(page)
     assert ids == list(range(ids[0], ids[0] + len(ids)))
     assert page.locator("#resets").text_content() == "0"
+
+
+def test_a_finished_counted_stream_is_not_fetched_again(page: Page, server: LiveServer) -> None:
+    """After ``done``, EventSource reconnects once with the last id and gets 204: it stops for
+    good (before, it fetched ``done`` again about once a second, forever)."""
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "count=3" in r.url else None)
+    page.goto(server.url + "/basics/")
+    page.evaluate(
+        """() => {
+          window.got = [];
+          const es = new EventSource("/basics/events?count=3&interval=0");
+          for (const type of ["tick", "done"]) es.addEventListener(type, (ev) => window.got.push([type, ev.lastEventId]));
+          es.onerror = () => window.got.push(["error", String(es.readyState)]);
+        }"""
+    )
+    page.wait_for_timeout(8000)
+    got = page.evaluate("() => window.got")
+    assert [g for g in got if g[0] != "error"] == [["tick", "1"], ["tick", "2"], ["tick", "3"], ["done", "3"]]
+    assert got[-1] == ["error", "2"]  # CLOSED: the browser has given up, as a 204 asks
+    assert len(requests) <= 2, requests

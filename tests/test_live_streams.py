@@ -67,6 +67,11 @@ def test_counted_stream_ends_and_resumes() -> None:
         rest = read_events(url, n=7, headers={"Last-Event-ID": first[-1].id})
         assert [e.id for e in first + rest[:-1]] == [str(i) for i in range(1, 11)]
         assert rest[-1].event == "done"
+        # Resuming from the last event: 204, nothing more will come (EventSource then stops).
+        with httpx.Client() as c:
+            r = c.get(url, headers={"Last-Event-ID": "10"})
+            assert (r.status_code, r.content) == (204, b"")
+            assert c.get(url, headers={"Last-Event-ID": "9"}).status_code == 200
 
 
 def test_bad_input_is_a_clear_4xx() -> None:
