@@ -70,7 +70,9 @@ def test_a_finished_counted_stream_is_not_fetched_again(page: Page, server: Live
         """() => {
           window.got = [];
           const es = new EventSource("/basics/events?count=3&interval=0");
-          for (const type of ["tick", "done"]) es.addEventListener(type, (ev) => window.got.push([type, ev.lastEventId]));
+          for (const type of ["tick", "done"]) {
+            es.addEventListener(type, (ev) => window.got.push([type, ev.lastEventId]));
+          }
           es.onerror = () => window.got.push(["error", String(es.readyState)]);
         }"""
     )

@@ -4,7 +4,6 @@ shared log, and must replay exactly the stored events missed, never the ephemera
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -36,7 +35,8 @@ async def test_resume_on_a_live_topic_skips_what_was_ephemeral(backend: Backend)
             missed = await hub.publish("room", "how are you?", event="message")
             await hub.publish("room", "bob left", event="presence", ephemeral=True)
             await keeper.until(4)
-            assert first is not None and missed is not None
+            assert first is not None
+            assert missed is not None
             resumed = await Subscriber(hub, "room", first).started()
             try:
                 await hub.publish("room", "still typing", event="typing", ephemeral=True)
