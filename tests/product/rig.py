@@ -94,6 +94,12 @@ class RawStream:
     opened: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
+    async def close(self) -> None:
+        """Go away as a closed tab does: the connection is dropped."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
     def body(self) -> bytes:
         """The response body, de-chunked (uvicorn streams with chunked transfer encoding)."""
         data = bytes(self.raw)
