@@ -57,7 +57,8 @@ def check_origin(request: Request | ASGIConnection) -> None:  # type: ignore[typ
     """Refuse a state-changing request that a browser sent from another site.
 
     Browsers always send ``Origin`` on cross-origin POSTs (and Chromium on same-origin ones too),
-    so an ``Origin`` whose host differs from ``Host`` is a cross-site request: refused. A request
+    so an ``Origin`` whose host differs from ``Host``, or whose scheme differs from the request's
+    (``https://`` page, ``http://`` server: another origin), is a cross-origin request: refused. A request
     without ``Origin`` comes from a non-browser client (curl, our CLI) and is let through; such
     clients still need whatever token the endpoint asks for.
     """
@@ -69,8 +70,15 @@ def check_origin(request: Request | ASGIConnection) -> None:  # type: ignore[typ
     if origin is None:
         return
     host = request.headers.get("host", "")
-    if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
+    parts = urlsplit(origin)
+    if origin == "null" or parts.netloc.lower() != host.lower():
         raise PermissionDeniedException(f"cross-origin request refused: Origin {origin!r} does not match host {host!r}")
+    # The scheme uvicorn saw (from X-Forwarded-Proto only behind a trusted proxy, --proxy-headers).
+    scheme = request.scope.get("scheme", "http")
+    if parts.scheme.lower() != scheme:
+        raise PermissionDeniedException(
+            f"cross-origin request refused: Origin {origin!r} is {parts.scheme}://, this server was reached by {scheme}://"
+        )
 
 
 def origin_check(app: ASGIApp) -> ASGIApp:

@@ -35,10 +35,13 @@ try:
 except ImportError:  # pragma: no cover - without httptools, uvicorn uses h11
     from uvicorn.protocols.http.h11_impl import H11Protocol as _BaseHttpProtocol  # type: ignore[assignment]
 
+from .hosts import HostCheck
+from .hosts import allowed_hosts as hosts_allowed
 from .limits import ABORT_CONNECTION
 from .security import redact_access_log
 
 __all__ = [
+    "ALLOWED_HOSTS_ENV",
     "BACKEND_ENV",
     "SEND_BUFFER",
     "Server",
@@ -56,6 +59,8 @@ __all__ = [
 
 # The backend URL when --backend is not given, e.g. redis://127.0.0.1:6379/0.
 BACKEND_ENV = "SSE_BACKEND"
+# --allowed-hosts when not given.
+ALLOWED_HOSTS_ENV = "SSE_ALLOWED_HOSTS"
 # How a worker process learns which app to build, and with which arguments (see serve_build).
 _BUILD_ENV = "SSE_WORKER_BUILD"
 _ARGS_ENV = "SSE_WORKER_ARGS"
@@ -263,7 +268,12 @@ class HeadWithBodyProtocol(_BaseHttpProtocol):
         super().connection_made(_HeadWithBody(transport, self.loop))  # type: ignore[arg-type]
 
 
-def make_config(app: Any, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> uvicorn.Config:
+def make_config(
+    app: Any, host: str = "127.0.0.1", port: int = 8000, *, allowed_hosts: Sequence[str] = (), **kwargs: Any
+) -> uvicorn.Config:
+    """uvicorn's settings for ``app`` on ``host:port``; ``app`` is put behind the Host allowlist
+    (:class:`shared.hosts.HostCheck`: the bind address, loopback names, and ``allowed_hosts``).
+    An app given as an import string is wrapped where it is built (:func:`worker_app`)."""
     kwargs.setdefault("timeout_graceful_shutdown", 2)
     kwargs.setdefault("log_level", "info")
     # Off unless asked (--proxy-headers): trusted, X-Forwarded-For from any local process would
@@ -275,6 +285,8 @@ def make_config(app: Any, host: str = "127.0.0.1", port: int = 8000, **kwargs: A
         # Access lines are INFO: not shown at this level, but uvicorn still formats their
         # arguments for every response unless the access log is off.
         kwargs.setdefault("access_log", False)
+    if not isinstance(app, str):
+        app = HostCheck(app, hosts_allowed(host, allowed_hosts), proxy_headers=kwargs["proxy_headers"])
     # Streams are long-lived; uvicorn's keep-alive timeout only applies between requests.
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", **kwargs)
     # After Config: it (re)configures uvicorn's loggers. Keeps ?token= values out of access logs.
@@ -307,6 +319,13 @@ def base_parser(prog: str, description: str, default_port: int = 8000) -> argpar
     parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="where SQLite files go (default: ./.data)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     parser.add_argument(
+        "--allowed-hosts",
+        default=os.environ.get(ALLOWED_HOSTS_ENV, ""),
+        help="more names the server answers to (Host header), comma-separated: 'chat.example.com', "
+        "'.example.com' (and subdomains) or '*' (any). Loopback names, the --host address and, bound to "
+        f"0.0.0.0, the machine's addresses are always allowed; others get 400 (default: ${ALLOWED_HOSTS_ENV})",
+    )
+    parser.add_argument(
         "--backend",
         default=os.environ.get(BACKEND_ENV) or "memory://",
         help=f"where topics live: memory:// (default, one process) or redis://host:port/db (default: ${BACKEND_ENV})",
@@ -336,6 +355,11 @@ def proxy_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"proxy_headers": True, "forwarded_allow_ips": args.forwarded_allow_ips}
 
 
+def extra_hosts(args: argparse.Namespace) -> list[str]:
+    """``--allowed-hosts`` as a list."""
+    return [h.strip() for h in (getattr(args, "allowed_hosts", "") or "").split(",") if h.strip()]
+
+
 def check_workers(workers: int, backend: str) -> None:
     """Refuse several workers on a backend that lives inside one process."""
     if workers < 1:
@@ -358,7 +382,9 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
     for line in extra:
         print(line, flush=True)
     try:
-        serve(app, args.host, args.port, log_level=args.log_level, **proxy_options(args))
+        serve(
+            app, args.host, args.port, log_level=args.log_level, allowed_hosts=extra_hosts(args), **proxy_options(args)
+        )
     except KeyboardInterrupt:
         pass  # a second Ctrl-C during shutdown: uvicorn already said what it was doing
 
@@ -460,4 +486,5 @@ def worker_app() -> Any:
     module, _, name = target.partition(":")
     build: Build = getattr(importlib.import_module(module), name)
     args = pickle.loads(base64.b64decode(args_b64))  # written by our own parent process
-    return build(args)
+    allowed = hosts_allowed(args.host, extra_hosts(args))
+    return HostCheck(build(args), allowed, proxy_headers=getattr(args, "proxy_headers", False))

@@ -351,9 +351,10 @@ def _unsafe_operations(app: Litestar) -> list[tuple[str, str]]:
         {"Origin": "http://evil.example"},
         {"Origin": "null"},  # a sandboxed iframe or a file:// page
         {"Origin": "http://testserver.local:1"},  # same host name, another port: another origin
+        {"Origin": "https://testserver.local"},  # same host and port, another scheme: another origin
         {"Sec-Fetch-Site": "cross-site"},
     ],
-    ids=["other-site", "null", "other-port", "sec-fetch-site"],
+    ids=["other-site", "null", "other-port", "other-scheme", "sec-fetch-site"],
 )
 def test_every_state_changing_request_checks_origin(name: str, headers: dict[str, str], tmp_path: Path) -> None:
     """With valid credentials and a valid body, a cross-origin request is refused before it acts."""

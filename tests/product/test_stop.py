@@ -56,6 +56,9 @@ async def _streams(product: Product) -> list[RawStream]:
 async def _stop_with_everything_open(product: Product, sig: int = signal.SIGTERM) -> None:
     streams = await _streams(product)
     async with httpx.AsyncClient(base_url=product.url, timeout=30) as http:
+        # (Every worker, too, refuses a name that is not the server's: DNS rebinding.)
+        foreign = await http.get("/dashboard/snapshot", headers={"Host": "evil.example"})
+        assert foreign.status_code == 400, foreign.text
         # A trigger waiting for p0, which never answers (a raw connection reads, never POSTs).
         trigger = asyncio.create_task(http.post("/bidi/trigger", json={"client_id": "p0", "timeout_s": 30}))
         await wait_body(streams[BASICS + DASHBOARD + CHAT_USERS * CHAT_PER_USER], b"event: request")
