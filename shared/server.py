@@ -15,6 +15,7 @@ import contextlib
 import gc
 import importlib
 import ipaddress
+import json
 import logging
 import os
 import pickle
@@ -32,8 +33,12 @@ import uvicorn
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _BaseHttpProtocol
+
+    _HTTPTOOLS = True
 except ImportError:  # pragma: no cover - without httptools, uvicorn uses h11
     from uvicorn.protocols.http.h11_impl import H11Protocol as _BaseHttpProtocol  # type: ignore[assignment]
+
+    _HTTPTOOLS = False  # h11 bounds the head itself (h11_max_incomplete_event_size), not its time
 
 from .hosts import HostCheck
 from .hosts import allowed_hosts as hosts_allowed
@@ -260,20 +265,98 @@ class _HeadWithBody:
         return getattr(self._transport, name)
 
 
+# A request head (request line and headers) must fit in this many bytes (one more: 431), and
+# arrive within this many seconds of the connection opening or of the previous response ending
+# (else the connection is closed). uvicorn with httptools bounds neither: twenty unfinished 8 MiB
+# heads took a server from 72 to 255 MiB, and slowloris connections stayed open for good.
+MAX_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT = 10.0
+
+
 class HeadWithBodyProtocol(_BaseHttpProtocol):
     """uvicorn's HTTP/1.1 protocol (httptools when installed, as ``http="auto"`` picks), writing
-    each response's head together with its body (see :class:`_HeadWithBody`)."""
+    each response's head together with its body (see :class:`_HeadWithBody`), with the request
+    head bounded in size (:data:`MAX_HEAD_BYTES`) and in time (:data:`HEAD_TIMEOUT`)."""
+
+    max_head_bytes = MAX_HEAD_BYTES
+    head_timeout = HEAD_TIMEOUT
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadWithBody(transport, self.loop))  # type: ignore[arg-type]
+        self._head_bytes: int | None = None  # None: not inside a request head
+        self._head_timer: asyncio.TimerHandle | None = None
+        if _HTTPTOOLS:
+            self._await_head()
+
+    def _await_head(self) -> None:
+        self._head_bytes = 0
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
+
+    def _head_done(self) -> None:
+        self._head_bytes = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._head_bytes is not None and not self.transport.is_closing():
+            if self._head_bytes:
+                self._refuse(408, f"the request head did not arrive within {self.head_timeout:g} s")
+            else:
+                self.transport.close()  # an idle connection that never asked anything
+
+    def _refuse(self, status: int, detail: str) -> None:
+        body = json.dumps({"status_code": status, "detail": detail}).encode()
+        reason = {408: "Request Timeout", 431: "Request Header Fields Too Large"}[status]
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        self.transport.write(head + body)
+        self.transport.close()
+        self._head_bytes = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Counted after parsing: bytes of a head that completed in this chunk (and the body
+        # after it) do not count; a head still unfinished holds at most the limit plus a chunk.
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
+                self._refuse(431, f"the request head is over {self.max_head_bytes // 1024} KiB")
+
+    def on_headers_complete(self) -> None:
+        self._head_done()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        pipelined = bool(getattr(self, "pipeline", None))
+        super().on_response_complete()
+        if _HTTPTOOLS and not pipelined and not self.transport.is_closing():
+            self._await_head()  # the next request on this keep-alive connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_done()
+        super().connection_lost(exc)
 
 
 def make_config(
-    app: Any, host: str = "127.0.0.1", port: int = 8000, *, allowed_hosts: Sequence[str] = (), **kwargs: Any
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    allowed_hosts: Sequence[str] = (),
+    head_timeout: float = HEAD_TIMEOUT,
+    max_head_bytes: int = MAX_HEAD_BYTES,
+    **kwargs: Any,
 ) -> uvicorn.Config:
     """uvicorn's settings for ``app`` on ``host:port``; ``app`` is put behind the Host allowlist
     (:class:`shared.hosts.HostCheck`: the bind address, loopback names, and ``allowed_hosts``).
-    An app given as an import string is wrapped where it is built (:func:`worker_app`)."""
+    An app given as an import string is wrapped where it is built (:func:`worker_app`).
+    ``head_timeout`` and ``max_head_bytes`` bound each request head (:class:`HeadWithBodyProtocol`)."""
     kwargs.setdefault("timeout_graceful_shutdown", 2)
     kwargs.setdefault("log_level", "info")
     # Off unless asked (--proxy-headers): trusted, X-Forwarded-For from any local process would
@@ -281,6 +364,13 @@ def make_config(
     kwargs.setdefault("proxy_headers", False)
     if kwargs.get("http", "auto") == "auto":
         kwargs["http"] = HeadWithBodyProtocol
+        if (head_timeout, max_head_bytes) != (HEAD_TIMEOUT, MAX_HEAD_BYTES):
+            # (Only then a class made here: with --workers the config is pickled, and it is not.)
+            kwargs["http"] = type(
+                "HeadWithBodyProtocol",
+                (HeadWithBodyProtocol,),
+                {"head_timeout": head_timeout, "max_head_bytes": max_head_bytes},
+            )
     if kwargs["log_level"] in ("warning", "error", "critical"):
         # Access lines are INFO: not shown at this level, but uvicorn still formats their
         # arguments for every response unless the access log is off.
