@@ -19,6 +19,7 @@ from litestar.response import File
 
 from shared.errors import errors
 from shared.openapi import FileOperation, read_body
+from shared.security import RAW_BODY
 
 from .context import CurrentUser, chat_of
 from .files import drain
@@ -41,8 +42,9 @@ _UPLOAD = read_body(
     "/chat/rooms/{room:str}/files",
     status_code=201,
     request_max_body_size=None,
-    raises=errors(401, 403, 404, 409, 413, 422, 429, 503),
+    raises=errors(401, 403, 404, 409, 413, 415, 422, 429, 503),
     operation_class=_UPLOAD,
+    opt={RAW_BODY: True},
 )
 async def upload(
     request: Request[Any, Any, Any],

@@ -39,7 +39,7 @@ from litestar.exceptions import (
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
-from .security import SECURITY_HEADERS
+from .security import SECURITY_HEADERS, UnsupportedMediaType
 
 __all__ = [
     "BadGateway",
@@ -98,6 +98,7 @@ _BY_STATUS: dict[int, type[HTTPException]] = {
         Conflict,
         Gone,
         RequestEntityTooLarge,
+        UnsupportedMediaType,
         Unprocessable,
         TooManyRequestsException,
         BadGateway,

@@ -209,10 +209,19 @@ def test_chat_uploads_keep_their_own_limit(tmp_path: Path) -> None:
     with TestClient(chat.create_app(tmp_path, secret=b"k" * 32)) as c:
         c.post("/chat/session", json={"name": "uploader"}).raise_for_status()
         big = b"\x00" * MIB
-        r = c.post("/chat/rooms/general/files", params={"name": "big.bin", "client_msg_id": "u1"}, content=big)
+        r = c.post(
+            "/chat/rooms/general/files",
+            params={"name": "big.bin", "client_msg_id": "u1"},
+            content=big,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert r.status_code == 201, r.text
         assert r.json()["file"]["size"] == MIB
-        r = c.post("/chat/rooms/general/messages", content=b'{"text": "' + b"x" * 70_000 + b'", "client_msg_id": "m"}')
+        r = c.post(
+            "/chat/rooms/general/messages",
+            content=b'{"text": "' + b"x" * 70_000 + b'", "client_msg_id": "m"}',
+            headers={"Content-Type": "application/json"},
+        )
         assert_error(r, 413, "64 KiB")
 
 

@@ -205,7 +205,7 @@ def test_fuzz_chat(tmp_path: Path) -> None:
             srv.url + "/chat/rooms/general/files",
             params={"name": "a.txt", "client_msg_id": "f1"},
             content=b"hello",
-            headers=cookie,
+            headers={**cookie, "Content-Type": "application/octet-stream"},
         )
         file = shared.json()["file"]
         known = {"room": "general", "message_id": sent.json()["id"], "file_id": file["id"], "name": file["name"]}

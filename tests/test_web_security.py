@@ -378,3 +378,55 @@ def test_every_state_changing_request_checks_origin(name: str, headers: dict[str
             body = r.json()
             assert body["status_code"] == 403
             assert "cross-" in body["detail"], body
+
+
+# -- every state-changing request reads only the body type it documents ------------------------------
+
+
+@pytest.mark.parametrize("name", ["basics", "bidi", "chat", "dashboard", "exec"])
+@pytest.mark.parametrize(
+    "ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None]
+)
+def test_every_state_changing_request_refuses_a_form_body(name: str, ctype: str | None, tmp_path: Path) -> None:
+    """A cross-site ``<form>`` or no-cors fetch can send a JSON text as ``text/plain`` without a
+    preflight; with valid credentials, same origin, and a valid JSON text, every route refuses it
+    (415 naming the type it takes), so the Origin check is not the only barrier."""
+    app = {
+        "basics": lambda: basics.create_app(),
+        "bidi": lambda: bidi.create_app(),
+        "chat": lambda: chat.create_app(tmp_path, secret=b"k" * 32),
+        "dashboard": lambda: dashboard.create_app(tmp_path, control_token=DASH_TOKEN, rules=[]),
+        "exec": lambda: remote_exec.create_app(tmp_path, token=EXEC_TOKEN),
+    }[name]()
+    with TestClient(app) as c:
+        if name == "chat":
+            c.post("/chat/session", json={"name": "type-check"}).raise_for_status()
+        auth = {"dashboard": DASH_TOKEN, "exec": EXEC_TOKEN}.get(name)
+        creds = {"Authorization": f"Bearer {auth}"} if auth else {}
+        type_header = {"Content-Type": ctype} if ctype else {}
+        for method, path in _unsafe_operations(app):
+            r = c.request(
+                method, path, content=b'{"text": "x", "client_msg_id": "f1"}', headers={**creds, **type_header}
+            )
+            assert r.status_code == 415, (method, path, r.status_code, r.text)
+            body = r.json()
+            assert body["status_code"] == 415
+            assert "application/json" in body["detail"] or "application/octet-stream" in body["detail"], body
+        if name == "chat":  # nothing was posted
+            assert c.get("/chat/rooms/general/messages").json()["messages"] == []
+
+
+def test_json_with_a_charset_and_bodiless_posts_still_work(tmp_path: Path) -> None:
+    with TestClient(chat.create_app(tmp_path, secret=b"k" * 32)) as c:
+        r = c.post(
+            "/chat/session", content=b'{"name": "typed"}', headers={"Content-Type": "application/json; charset=utf-8"}
+        )
+        assert r.status_code in (200, 201), r.text
+        r = c.post(
+            "/chat/rooms/general/files",
+            params={"name": "notes.txt", "client_msg_id": "f1"},
+            content=b"hello",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 201, r.text
+        assert c.delete("/chat/session").status_code < 400  # no body, no type needed

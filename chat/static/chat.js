@@ -451,7 +451,7 @@ function sendFile(file) {
   const url = `/chat/rooms/${enc(room)}/files?name=${enc(file.name)}&client_msg_id=${clientId}`;
   const run = () =>
     deliver(clientId, room, () =>
-      api("POST", url, file, { raw: true, headers: { "Content-Type": file.type || "application/octet-stream" } }),
+      api("POST", url, file, { raw: true, headers: { "Content-Type": "application/octet-stream" } }),
     );
   outgoing.set(clientId, run);
   enqueue(run);

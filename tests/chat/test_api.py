@@ -244,7 +244,11 @@ def test_cross_site_writes_are_refused(alice: Person) -> None:
 
 
 def test_json_bodies_are_small(alice: Person) -> None:
-    r = alice.post("/chat/rooms/general/messages", content=b"{" + b" " * 70_000 + b"}")
+    r = alice.post(
+        "/chat/rooms/general/messages",
+        content=b"{" + b" " * 70_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 413
 
 

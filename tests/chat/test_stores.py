@@ -17,6 +17,8 @@ from tests.rig import RedisServer
 
 from .conftest import Person
 
+OCTETS = {"Content-Type": "application/octet-stream"}
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
@@ -204,9 +206,9 @@ def test_uploads_past_the_limit_are_413(store: str | None, tmp_path: Path) -> No
     with client_for(store, tmp_path, max_file_bytes=1024) as c:
         alice = Person(c, "alice")
         url = "/chat/rooms/general/files"
-        exact = alice.post(url, params={"name": "a.bin", "client_msg_id": "a"}, content=b"\x00" * 1024)
+        exact = alice.post(url, params={"name": "a.bin", "client_msg_id": "a"}, content=b"\x00" * 1024, headers=OCTETS)
         assert exact.status_code == 201
-        r = alice.post(url, params={"name": "b.bin", "client_msg_id": "b"}, content=b"\x00" * 1025)
+        r = alice.post(url, params={"name": "b.bin", "client_msg_id": "b"}, content=b"\x00" * 1025, headers=OCTETS)
         assert r.status_code == 413
         assert "file too large" in r.json()["detail"]
         assert [m["file"]["name"] for m in history(alice)["messages"]] == ["a.bin"]
