@@ -214,11 +214,16 @@ def test_same_site_other_origin_is_refused_by_the_origin_check(
     cookies = {c["name"]: c["value"] for c in ctx.cookies()}
     nothing_happened(srv.url, cookies)
 
-    # The same bytes with the same cookies, minus the cross-origin Origin, do act: the Origin
-    # check, nothing else, is what refused them.
+    # The same bytes with the same cookies, minus the cross-origin Origin, meet the second
+    # barrier: a form's text/plain is not JSON (415). Sent as JSON, they act: the two checks,
+    # nothing else, are what refused them.
     with httpx.Client(base_url=srv.url, cookies=cookies, timeout=10) as c:
         for s in attempts:
             r = c.post(s.path, content=s.body, headers={"Content-Type": s.content_type})
+            assert r.status_code == 415, (s.path, r.status_code, r.text)
+        nothing_happened(srv.url, cookies)
+        for s in attempts:
+            r = c.post(s.path, content=s.body, headers={"Content-Type": "application/json"})
             assert r.status_code in (200, 201), (s.path, r.status_code, r.text)
         texts = [m["text"] for m in c.get("/chat/rooms/general/messages").json()["messages"]]
         assert {"pwned by form=", "pwned by fetch"} <= set(texts), texts
