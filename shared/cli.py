@@ -127,14 +127,18 @@ def _print_event(ev: Event, as_json: bool, out: TextIO) -> None:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     headers = _headers(args.header)
-    stream = SyncEventStream(
-        args.url,
-        headers=headers,
-        last_event_id=args.last_event_id,
-        read_timeout=args.read_timeout or None,
-        max_attempts=args.max_attempts,
-        on_status=_print_status(args.quiet),
-    )
+    try:
+        stream = SyncEventStream(
+            args.url,
+            headers=headers,
+            last_event_id=args.last_event_id,
+            read_timeout=args.read_timeout or None,
+            max_attempts=args.max_attempts,
+            on_status=_print_status(args.quiet),
+        )
+    except ValueError as exc:
+        print(f"sse listen: {exc}", file=sys.stderr)
+        return 2
     seen = 0
     try:
         with stream:

@@ -82,12 +82,17 @@ def encode(
             raise ValueError("SSE event name must not be empty (omit it for 'message')")
         parts.append(f"event: {_check_field('event', event)}")
     if data is not None:
-        if "\0" in data:
-            raise ValueError("SSE data must not contain NUL")
+        # NUL is fine in data: the format carries it and EventSource hands it over (a test shows
+        # Chromium does); it is only an id that a NUL makes the browser ignore.
         parts.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
     if not parts:
         raise ValueError("an SSE event needs at least one of data, event, id, retry or comment")
-    return ("\n".join(parts) + "\n\n").encode()
+    try:
+        return ("\n".join(parts) + "\n\n").encode()
+    except UnicodeEncodeError as exc:
+        # A lone surrogate (from a JSON "\ud800" or a bad decode) cannot be UTF-8: say where.
+        bad = exc.object[exc.start : exc.end]
+        raise ValueError(f"SSE text must be valid Unicode: a lone surrogate {bad!r} cannot be sent as UTF-8") from None
 
 
 # json.dumps with arguments builds a new encoder per call; this one is made once.

@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - without httptools, uvicorn uses h11
 
     _HTTPTOOLS = False  # h11 bounds the head itself (h11_max_incomplete_event_size), not its time
 
+from .head import HeadAsGet
 from .hosts import HostCheck
 from .hosts import allowed_hosts as hosts_allowed
 from .limits import ABORT_CONNECTION
@@ -376,7 +377,7 @@ def make_config(
         # arguments for every response unless the access log is off.
         kwargs.setdefault("access_log", False)
     if not isinstance(app, str):
-        app = HostCheck(app, hosts_allowed(host, allowed_hosts), proxy_headers=kwargs["proxy_headers"])
+        app = HostCheck(HeadAsGet(app), hosts_allowed(host, allowed_hosts), proxy_headers=kwargs["proxy_headers"])
     # Streams are long-lived; uvicorn's keep-alive timeout only applies between requests.
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", **kwargs)
     # After Config: it (re)configures uvicorn's loggers. Keeps ?token= values out of access logs.
@@ -577,4 +578,4 @@ def worker_app() -> Any:
     build: Build = getattr(importlib.import_module(module), name)
     args = pickle.loads(base64.b64decode(args_b64))  # written by our own parent process
     allowed = hosts_allowed(args.host, extra_hosts(args))
-    return HostCheck(build(args), allowed, proxy_headers=getattr(args, "proxy_headers", False))
+    return HostCheck(HeadAsGet(build(args)), allowed, proxy_headers=getattr(args, "proxy_headers", False))

@@ -1,42 +1,27 @@
-"""The wire encoder against the WHATWG spec's examples, and round-tripped through httpx-sse."""
+"""The wire encoder against the WHATWG spec's examples, and round-tripped through our decoder."""
 
 from __future__ import annotations
 
 import pytest
-from httpx_sse import ServerSentEvent
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.decoder import Decoder
+from shared.decoder import Event as Decoded
 from shared.encoding import Event, encode, encode_comment, encode_json, validate_event_id
 
 
-def decode(stream: str, chunks: list[int] | None = None) -> list[ServerSentEvent]:
-    """Feed ``stream`` through httpx-sse's line and event decoders, optionally split in chunks.
-
-    A leading BOM is stripped, as the spec's decoder does (9.2.5: "one leading U+FEFF ... ignored").
-    """
-    if stream.startswith("\ufeff"):
-        stream = stream[1:]
-    lines, events = SSELineDecoder(), SSEDecoder()
-    pieces: list[str] = []
+def decode(stream: str, chunks: list[int] | None = None) -> list[Decoded]:
+    """Feed ``stream`` (as UTF-8) through :class:`shared.decoder.Decoder`, cut in byte chunks of
+    the given sizes (so a cut may fall inside a character or a CRLF)."""
+    raw = stream.encode("utf-8", "surrogatepass")
+    decoder = Decoder()
+    out: list[Decoded] = []
     pos = 0
     for size in chunks or []:
-        pieces.append(stream[pos : pos + size])
+        out.extend(decoder.feed(raw[pos : pos + size]))
         pos += size
-    pieces.append(stream[pos:])
-    out: list[ServerSentEvent] = []
-    for piece in pieces:
-        if not piece:
-            continue
-        for line in lines.decode(piece):
-            sse = events.decode(line)
-            if sse is not None:
-                out.append(sse)
-    for line in lines.flush():
-        sse = events.decode(line)
-        if sse is not None:
-            out.append(sse)
+    out.extend(decoder.feed(raw[pos:]))
     return out
 
 
@@ -105,7 +90,7 @@ ids = st.text(
 names = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=":"), min_size=1, max_size=20
 )
-datas = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"), max_size=200)
+datas = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=200)
 events = st.lists(st.tuples(datas, st.one_of(st.none(), names), st.one_of(st.none(), ids)), min_size=1, max_size=8)
 
 
@@ -115,7 +100,7 @@ events = st.lists(st.tuples(datas, st.one_of(st.none(), names), st.one_of(st.non
     bom=st.booleans(),
     cuts=st.lists(st.integers(min_value=1, max_value=7), max_size=40),
 )
-def test_round_trip_through_httpx_sse(
+def test_round_trip_through_the_decoder(
     events: list[tuple[str, str | None, str | None]], newline: str, bom: bool, cuts: list[int]
 ) -> None:
     """Whatever we encode, a conforming decoder reads back: any line ending, a BOM, any chunking."""
@@ -124,7 +109,7 @@ def test_round_trip_through_httpx_sse(
     if bom:
         wire = "\ufeff" + wire
     decoded = decode(wire, cuts)
-    expected_id = ""
+    expected_id: str | None = None
     expected = []
     for data, event, id_ in events:
         expected_id = id_ if id_ is not None else expected_id
@@ -132,3 +117,21 @@ def test_round_trip_through_httpx_sse(
             (event or "message", "\n".join(data.replace("\r\n", "\n").replace("\r", "\n").split("\n")), expected_id)
         )
     assert [(e.event, e.data, e.id) for e in decoded] == expected
+
+
+def test_nul_in_data_is_sent_as_is() -> None:
+    wire = encode("a\0b")
+    assert wire == b"data: a\x00b\n\n"
+    assert [(e.event, e.data) for e in decode(wire.decode())] == [("message", "a\0b")]
+
+
+@pytest.mark.parametrize("field", ["data", "event", "comment"])
+def test_a_lone_surrogate_is_a_clear_value_error(field: str) -> None:
+    with pytest.raises(ValueError, match="lone surrogate") as info:
+        encode(**{field: "x\ud800y"})
+    assert type(info.value) is ValueError  # not a UnicodeEncodeError from deep inside
+
+
+def test_empty_data_is_an_event() -> None:
+    """``encode("")`` dispatches an event with empty data, as every browser does."""
+    assert [(e.event, e.data) for e in decode(encode("").decode())] == [("message", "")]

@@ -11,14 +11,14 @@ import pytest
 
 from shared import Hub, HubSettings, MemoryBackend
 from shared.backends import Entry
-from tests.sse_parse import Parser
+from shared.decoder import Decoder
 
 
 async def collect(
     hub: Hub, topic: str, n: int, last_id: str | None = None, started: asyncio.Event | None = None, limit: float = 10
 ) -> list[tuple[str, str, str]]:
     """Subscribe and return (event, id, data) of the next ``n`` events."""
-    parser = Parser()
+    parser = Decoder()
     out: list[tuple[str, str, str]] = []
 
     async def run() -> None:
@@ -120,7 +120,7 @@ async def test_ephemeral_events_have_no_id_and_are_not_replayed() -> None:
         await hub.publish("t", "after")
         events = await task
         # The typing event sent before this subscriber came is not replayed; the live one arrives.
-        assert [(e, i, d) for e, i, d in events] == [("typing", "", "typing-now"), ("message", events[1][1], "after")]
+        assert [(e, i, d) for e, i, d in events] == [("typing", None, "typing-now"), ("message", events[1][1], "after")]
         assert events[1][1] != ""
 
 

@@ -1,6 +1,7 @@
 """Listening to any SSE URL with automatic reconnect and resume, async or sync.
 
-httpx-sse parses the stream; reconnection is ours (WHATWG HTML 9.2.3, "Processing model"):
+:class:`shared.decoder.Decoder` parses the stream (the spec's algorithm, Chromium's behaviour
+where the spec leaves room); reconnection follows WHATWG HTML 9.2.3, "Processing model":
 
 - after the stream ends or the connection drops, wait the reconnection time (``retry:``, with
   backoff and jitter from :class:`~shared.client.backoff.Backoff`) and connect again, sending
@@ -9,8 +10,11 @@ httpx-sse parses the stream; reconnection is ours (WHATWG HTML 9.2.3, "Processin
   handed to the caller, only reported through ``on_status``;
 - ``event: reset`` (the server cannot resume from our id) *is* handed to the caller, who must
   reload its state: ``Event.is_reset``;
-- an answer the client cannot fix by waiting (404, 403, 204, not ``text/event-stream``) ends the
-  iteration with :class:`StreamError`; 5xx, 408, 429 and network errors are retried.
+- an answer the client cannot fix by waiting (404, 403, 204, not ``text/event-stream``, a
+  ``charset`` other than UTF-8) ends the iteration with :class:`StreamError`; 5xx, 408, 429 and
+  network errors are retried;
+- ``Last-Event-ID`` is sent whenever the last event id is not empty, as the browser does, in
+  UTF-8 (any id the server can send, ``café`` or an emoji, comes back as the browser sends it).
 """
 
 from __future__ import annotations
@@ -24,35 +28,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
+from ..decoder import Decoder, Event
 from .backoff import Backoff
 
 __all__ = ["Event", "EventStream", "Status", "StreamError", "SyncEventStream"]
 
 State = Literal["connecting", "open", "retrying", "failed", "closed"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One dispatched event. ``id`` is the last event id in force (the browser's ``lastEventId``):
-    an event without an ``id:`` field carries the id of the one before it."""
-
-    event: str
-    data: str
-    id: str | None
-    retry: int | None = None
-
-    @property
-    def is_reset(self) -> bool:
-        """The server could not resume from our id: reload state; we resume from here on."""
-        return self.event == "reset"
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event, "id": self.id, "data": self.data}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +63,8 @@ class _Retry(Exception):
 
 
 _SHUTDOWN = object()
+# What EventSource sends (httpx-sse sent the same); Cache-Control keeps proxies from answering.
+_ACCEPT = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 _RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -99,6 +83,10 @@ class _Base:
         self.url = url
         # Read at every (re)connect, so an owner may change it (e.g. to add a session token).
         self.headers: dict[str, str] = dict(headers or {})
+        if last_event_id and any(c in last_event_id for c in "\r\n\0"):
+            # No stream can give such an id (the parser splits lines there, and ignores an id
+            # with NUL), and no HTTP header can carry it.
+            raise ValueError(f"a last event id cannot contain CR, LF or NUL: {last_event_id[:80]!r}")
         self.last_event_id = last_event_id or None
         self.backoff = backoff or Backoff()
         self.max_attempts = max_attempts
@@ -108,7 +96,7 @@ class _Base:
         # dead connection (a laptop that slept, a NAT that forgot us) from a quiet stream.
         self.timeout = httpx.Timeout(10.0, read=read_timeout)
         self._failures = 0
-        self._conn_id = ""
+        self._decoder = Decoder(self.last_event_id)
         self._closed = False
 
     # -- shared steps of the loop ------------------------------------------------------------
@@ -118,19 +106,20 @@ class _Base:
         if self.on_status is not None:
             self.on_status(Status(state, detail, delay, self._failures))
 
-    def _request_headers(self) -> dict[str, str]:
-        headers = dict(self.headers)
+    def _request_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = {**_ACCEPT, **self.headers}
+        out = [(name.encode("ascii"), value.encode()) for name, value in headers.items()]
         if self.last_event_id:
-            headers["Last-Event-ID"] = self.last_event_id
-        return headers
+            out.append((b"Last-Event-ID", last_event_id_header(self.last_event_id)))
+        return out
 
     def _classify(self, response: httpx.Response, body: bytes) -> None:
         """Raise :class:`_Retry` or :class:`StreamError` unless the response is a stream to read."""
         status = response.status_code
         if status == 200:
-            ctype = response.headers.get("content-type", "").partition(";")[0].strip()
-            if ctype != "text/event-stream":
-                raise StreamError(f"{self.url} is not an event stream (Content-Type: {ctype or 'none'})", status)
+            problem = _not_an_event_stream(response.headers.get("content-type", ""))
+            if problem:
+                raise StreamError(f"{self.url} {problem}", status)
             return
         detail = _detail(body) or response.reason_phrase
         if status == 204:
@@ -143,22 +132,19 @@ class _Base:
     def _opened(self) -> None:
         self._failures = 0
         self.backoff.opened()
-        self._conn_id = ""
+        # A new parser per connection, its id buffer starting at the id we resumed from.
+        self._decoder = Decoder(self.last_event_id)
         self._set("open", self.url)
 
-    def _take(self, sse: ServerSentEvent) -> Event | object | None:
-        """Update id and retry from a parsed block; the event to yield, ``_SHUTDOWN`` or ``None``."""
-        if sse.retry is not None:
-            self.backoff.server_retry(sse.retry)
-        # httpx-sse keeps the id per connection ("" until one is seen); ours outlives connections.
-        if sse.id != self._conn_id:
-            self._conn_id = sse.id
-            self.last_event_id = sse.id or None
-        if sse.event == "message" and not sse.data:
-            return None  # a comment-only or retry-only block: nothing to dispatch (httpx-sse #35)
-        if sse.event == "shutdown":
-            return _SHUTDOWN
-        return Event(sse.event, sse.data, self.last_event_id, sse.retry)
+    def _feed(self, chunk: bytes) -> list[Event | object]:
+        """The events ``chunk`` completes (``_SHUTDOWN`` for ours); applies ``retry:`` and ids."""
+        decoder = self._decoder
+        events = decoder.feed(chunk)
+        if decoder.retry is not None:
+            self.backoff.server_retry(decoder.retry)
+        # Every blank line sets the last event id, even one that dispatches nothing.
+        self.last_event_id = decoder.last_event_id
+        return [_SHUTDOWN if ev.event == "shutdown" else ev for ev in events]
 
     def _next_delay(self, reason: str, retry_after: float | None) -> float:
         self._failures += 1
@@ -205,22 +191,27 @@ class EventStream(_Base):
             while not self._closed:
                 retry_after: float | None = None
                 try:
-                    async with aconnect_sse(
-                        client, "GET", self.url, headers=self._request_headers(), timeout=self.timeout
-                    ) as source:
-                        body = b"" if source.response.status_code == 200 else await source.response.aread()
-                        self._classify(source.response, body)
+                    async with client.stream(
+                        "GET", self.url, headers=self._request_headers(), timeout=self.timeout
+                    ) as response:
+                        body = b"" if response.status_code == 200 else await response.aread()
+                        self._classify(response, body)
                         self._opened()
                         reason = "the server ended the stream"
-                        async for sse in source.aiter_sse():
-                            item = self._take(sse)
-                            if item is _SHUTDOWN:
-                                reason = "the server is shutting down"
-                                break
-                            if isinstance(item, Event):
+                        async for chunk in response.aiter_bytes():
+                            for item in self._feed(chunk):
+                                if not isinstance(item, Event):
+                                    reason = "the server is shutting down"
+                                    break
                                 yield item
+                            else:
+                                continue
+                            break
                 except _Retry as exc:
                     reason, retry_after = exc.reason, exc.retry_after
+                except httpx.LocalProtocolError as exc:
+                    # Our own request cannot be sent (a header value HTTP refuses): no wait fixes it.
+                    raise StreamError(f"cannot send the request to {self.url}: {exc}") from None
                 except httpx.TransportError as exc:
                     reason = _describe(exc)
                 if self._closed:
@@ -263,22 +254,27 @@ class SyncEventStream(_Base):
             while not self._closed:
                 retry_after: float | None = None
                 try:
-                    with connect_sse(
-                        client, "GET", self.url, headers=self._request_headers(), timeout=self.timeout
-                    ) as source:
-                        body = b"" if source.response.status_code == 200 else source.response.read()
-                        self._classify(source.response, body)
+                    with client.stream(
+                        "GET", self.url, headers=self._request_headers(), timeout=self.timeout
+                    ) as response:
+                        body = b"" if response.status_code == 200 else response.read()
+                        self._classify(response, body)
                         self._opened()
                         reason = "the server ended the stream"
-                        for sse in source.iter_sse():
-                            item = self._take(sse)
-                            if item is _SHUTDOWN:
-                                reason = "the server is shutting down"
-                                break
-                            if isinstance(item, Event):
+                        for chunk in response.iter_bytes():
+                            for item in self._feed(chunk):
+                                if not isinstance(item, Event):
+                                    reason = "the server is shutting down"
+                                    break
                                 yield item
+                            else:
+                                continue
+                            break
                 except _Retry as exc:
                     reason, retry_after = exc.reason, exc.retry_after
+                except httpx.LocalProtocolError as exc:
+                    # Our own request cannot be sent (a header value HTTP refuses): no wait fixes it.
+                    raise StreamError(f"cannot send the request to {self.url}: {exc}") from None
                 except httpx.TransportError as exc:
                     reason = _describe(exc)
                 if self._closed:
@@ -288,6 +284,25 @@ class SyncEventStream(_Base):
             self._set("closed")
             if self._client is None:
                 client.close()
+
+
+def last_event_id_header(last_id: str) -> bytes:
+    """The ``Last-Event-ID`` value for ``last_id`` as Chromium sends it: UTF-8, without the
+    spaces at either end (HTTP strips them from a header value anyway, and h11 refuses them)."""
+    return last_id.strip(" \t").encode("utf-8")
+
+
+def _not_an_event_stream(content_type: str) -> str:
+    """Why Chromium's EventSource would refuse this ``Content-Type`` (fail, not reconnect), or ""."""
+    mime, _, params = content_type.partition(";")
+    mime = mime.strip().lower()  # media types are case-insensitive: Text/Event-Stream is fine
+    if mime != "text/event-stream":
+        return f"is not an event stream (Content-Type: {mime or 'none'})"
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", ""):
+            return f"sends its events in {value.strip()}, not UTF-8 (the only charset an event stream may have)"
+    return ""
 
 
 def _detail(body: bytes) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from shared import Hub
 from shared.backends import Backend, Entry
-from tests.sse_parse import Parser
+from shared.decoder import Decoder
 
 
 async def _wait(what: str, done: Callable[[], bool], check: Callable[[], bool], timeout: float) -> None:
@@ -67,7 +67,7 @@ class Subscriber:
         self.task = asyncio.create_task(self._run(hub, topic, last_id))
 
     async def _run(self, hub: Hub, topic: str, last_id: str | None) -> None:
-        parser = Parser()
+        parser = Decoder()
         async with hub.subscribe(topic, last_id) as sub:
             self.ready.set()
             async for chunk in sub:

@@ -12,8 +12,8 @@ import pytest
 from chat.backend import SqliteBackend, append_event
 from chat.db import Database
 from shared import Hub, HubSettings, UnknownEventId
+from shared.decoder import Decoder
 from shared.encoding import validate_event_id
-from tests.sse_parse import Parser
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[SqliteBackend]:
 async def collect(
     hub: Hub, topic: str, n: int, last_id: str | None, started: asyncio.Event
 ) -> list[tuple[str, str, str]]:
-    parser = Parser()
+    parser = Decoder()
     out: list[tuple[str, str, str]] = []
 
     async def run() -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import httpx
 
+from shared.decoder import Decoder
 from shared.server import BACKEND_ENV
 from tests.rig import free_port
-from tests.sse_parse import Parser
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -118,7 +118,7 @@ class RawStream:
         return bytes(out)
 
     def events(self) -> list[tuple[str, str, str]]:
-        return [(e.event, e.id, e.data) for e in Parser().feed(self.body())]
+        return [(e.event, e.id, e.data) for e in Decoder().feed(self.body())]
 
     def text(self) -> str:
         return self.body().decode(errors="replace")

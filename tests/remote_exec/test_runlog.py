@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from remote_exec.runlog import RunLog, encode_frames, parse_event_id
-from tests.sse_parse import Parser
+from shared.decoder import Decoder
 
 
 def test_ids_are_offsets_and_reads_resume_there(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_encoding_is_lossless_and_merges_runs_of_one_kind(tmp_path: Path) -> Non
         log.append(b"e", raw)
         log.append(b"o", b"\r\n\x00")
         end = log.append_json(b"x", {"status": "exited"})
-        events = Parser().feed(encode_frames(log.read(0)))
+        events = Decoder().feed(encode_frames(log.read(0)))
     assert [e.event for e in events] == ["stdout", "stderr", "stdout", "exit"]
     assert json.loads(events[0].data) == {"text": "héllo wörld\n"}
     assert events[0].id == "o24"  # the end of the second (merged) frame: 2 x (5 + 7 bytes)
