@@ -55,7 +55,13 @@ class Chat:
         await self.hub.start()
         await self.store.init()
         self._signer = SessionSigner(self.secret or await self.store.secret(), self.settings.session_max_age)
+        if self.secret is None and hasattr(self.store, "on_secret"):
+            # The Redis store replaced a key its Redis lost with another instance's (issue 13.3).
+            self.store.on_secret = self._new_secret
         await self.presence.start()
+
+    def _new_secret(self, key: bytes) -> None:
+        self._signer = SessionSigner(key, self.settings.session_max_age)
 
     async def stop(self) -> None:
         # The store closes last: requests still in flight while the streams end can finish.

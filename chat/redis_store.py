@@ -12,13 +12,23 @@ stream sits next to them (``P`` is the backend's prefix + ``chat:``, ``sse:chat:
 - ``P file:<id>``: an upload (bytes and metadata), see ``chat.redis_files``;
 - ``P secret``: the session signing key, made by whichever instance starts first.
 
+Redis may lose all of this (a restart without persistence, FLUSHALL, a failover to an empty
+replica; issue 13.3). Each instance looks every ``_WATCH`` seconds: if the key is gone it puts
+back the one it signs with (so cookies keep working everywhere) and makes the default rooms
+again; if another instance put back a different one first (one started after the loss), it
+signs with that one. Either way its cache of rooms is dropped. Sends check the room inside their
+script, and the hub gives every live reader a ``reset`` (reason ``epoch``) before any new event.
+
 Sends are one Lua script each (``chat.redis_scripts``); edits, deletions and reactions are
 read-modify-write with a version check in the script (optimistic, retried on conflict).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -26,6 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ServiceUnavailableException
+from redis import exceptions as rex
 
 from shared.backends.redis import RedisBackend
 from shared.errors import Conflict
@@ -39,6 +50,10 @@ from .settings import ChatSettings
 
 __all__ = ["RedisStore", "toggle_reaction"]
 
+log = logging.getLogger(__name__)
+
+# Seconds between looks at whether Redis lost the chat's state (see the module docstring).
+_WATCH = 0.5
 # Tries of a read-modify-write before giving up with a 503 (only under heavy contention on one message).
 _CAS_TRIES = 20
 Change = tuple[Message, str, dict[str, Any]]  # the new message, the event name, the event's data
@@ -79,13 +94,21 @@ class RedisStore(ChatStore):
         self.conn = conn
         self.backend = backend
         self.settings = settings
-        self._rooms: set[str] = set()  # rooms are never deleted, so a room seen once stays
+        self._rooms: set[str] = set()  # rooms are never deleted (but Redis may lose them: _watch)
+        self._secret: bytes | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # Called with the new signing key when another instance's replaced a lost one.
+        self.on_secret: Callable[[bytes], None] | None = None
         self._scripts = {
             name: conn.script(getattr(lua, name))
             for name in ("POST", "CHANGE", "CREATE_ROOM", "HELLO", "HISTORY", "ROOMS", "MARK_READ", "START_READING")
         }
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.conn.close()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -107,12 +130,43 @@ class RedisStore(ChatStore):
         key = self.conn.key("secret")
         await self.conn.text.set(key, secrets.token_bytes(32).hex(), nx=True)
         value = await self.conn.text.get(key)
-        return bytes.fromhex(str(value))
+        self._secret = bytes.fromhex(str(value))
+        return self._secret
 
     async def init(self) -> None:
+        await self._init()
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="chat-redis-watch")
+
+    async def _init(self) -> None:
         for name in self.settings.default_rooms:
             await self._create_room(name, SYSTEM, limit=0)
         await self._run("HELLO", [self._stream(LOBBY)], [dumps({"created_at": time.time()})])
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(_WATCH)
+            try:
+                await self._check_lost()
+            except (rex.RedisError, OSError) as exc:  # Redis away: the next look tries again
+                log.debug("cannot check the chat's Redis state (%s)", exc)
+
+    async def _check_lost(self) -> None:
+        """Put back what a Redis that lost its data lost: the signing key, the default rooms."""
+        if self._secret is None:
+            return
+        key = self.conn.key("secret")
+        restored = await self.conn.text.set(key, self._secret.hex(), nx=True)
+        current = bytes.fromhex(str(await self.conn.text.get(key)))
+        if not restored and current == self._secret:
+            return
+        log.warning("the chat's Redis lost its data; restoring the default rooms and the session key")
+        self._rooms.clear()
+        if current != self._secret:
+            self._secret = current
+            if self.on_secret is not None:
+                self.on_secret(current)
+        await self._init()
 
     # -- rooms -------------------------------------------------------------------------------
 
@@ -198,6 +252,7 @@ class RedisStore(ChatStore):
             self._stream(room_topic(room)),
             self.conn.key("room-msgs", room),
             self.conn.key("reads", user.id),
+            self.conn.key("rooms"),
         ]
         args = [
             room,
@@ -212,6 +267,9 @@ class RedisStore(ChatStore):
             return await self._sent(str(reply[1]), client_msg_id), False
         if reply[0] == -1:
             raise ServiceUnavailableException("the upload expired before it was attached; send it again")
+        if reply[0] == -2:
+            self._rooms.discard(room)
+            raise NotFoundException(f"no room named {room[:40]!r}: create it with POST /chat/rooms")
         return dict(json.loads(reply[2])), True
 
     async def _change(self, room: str, message_id: int, make: Callable[[Message], Change | None]) -> Message:

@@ -566,6 +566,11 @@ class Hub:
                     after = await backend.latest_id(t.name)
                 except Exception:
                     break
+                if exc.reason == "epoch":
+                    # The backend's history was lost and begun again (issue 13.3): the ids in this
+                    # log belong to the old one, so a client resuming from one must get a reset
+                    # from the backend, not a replay from here.
+                    t.index.clear()
                 reset = encode_json({"reason": exc.reason, "latest_id": after}, event="reset", id=after)
                 t.append(reset, after, backend.order_key(after) if after else None, window)
                 t.wake()

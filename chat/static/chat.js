@@ -101,7 +101,7 @@ function start() {
       lastEventId: lobbyLastId,
       on: { room: onRoomCreated, activity: onActivity },
       onOpen: () => loadRooms(), // unread counts may have moved while we were away
-      onReset: () => loadRooms(),
+      onReset: (info) => (info && info.reason === "epoch" ? location.reload() : loadRooms()),
     });
   });
 }
@@ -198,6 +198,8 @@ window.addEventListener("hashchange", () => {
 // -- the open room -------------------------------------------------------------------------------
 
 async function openRoom(name) {
+  // No room to open (the list came back empty): never ask the server for room "undefined".
+  if (name === undefined || name === null) return;
   if (view && !view.loading && !document.hidden && atBottom()) sendRead(); // what we saw here counts
   const token = ++viewToken;
   if (view && view.stream) view.stream.close();
@@ -256,7 +258,9 @@ async function openRoom(name) {
       $("state").textContent = state;
       if (state === "open") retryNow(); // the server is back: pending sends need not wait
     },
-    onReset: () => {
+    onReset: (info) => {
+      // Redis lost the chat (issue 13.3): rooms, ids and history all began again; start over.
+      if (info && info.reason === "epoch") return location.reload();
       // The server cannot resume from our id (another database, or too far behind): reload.
       const pane = $("conversation");
       pane.dataset.resets = String(Number(pane.dataset.resets || 0) + 1);

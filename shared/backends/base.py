@@ -14,7 +14,9 @@ from typing import ClassVar, Literal
 
 __all__ = ["Backend", "BackendUnavailable", "Entry", "ResetReason", "UnknownEventId"]
 
-ResetReason = Literal["unknown", "evicted", "foreign"]
+# "epoch": the store lost its history (a Redis restarted without persistence, FLUSHALL, a failover
+# to an empty replica) and started a new one; what a client holds belongs to the old one.
+ResetReason = Literal["unknown", "evicted", "foreign", "epoch"]
 
 
 @dataclass(frozen=True, slots=True)

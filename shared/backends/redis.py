@@ -8,6 +8,12 @@ Keys (``prefix`` defaults to ``sse:``):
   records the id of the newest stored event when it was published (its *anchor*), so every
   listener delivers it in the same place among the stored events.
 - ``{prefix}wake:{instance}``: nudges this instance's reader when it starts reading a topic.
+- ``{prefix}epoch``: the history's epoch (as Centrifugo keeps one per stream), made with
+  ``SET NX`` by whoever finds it missing. Redis that lost its data (a restart without
+  persistence, FLUSHALL, a failover to an empty replica) has lost it too; the reader of every
+  instance checks it after each ``XREAD`` and before it delivers what that read, so when it
+  changes every live listener fails with ``UnknownEventId("epoch")`` (the hub turns that into one
+  ``reset``) before any event of the new history reaches it.
 
 Connections per instance: **one** reader connection, a blocking ``XREAD`` over every topic the
 process listens to (the hub runs one ``listen()`` per topic), plus a bounded pool
@@ -226,6 +232,8 @@ class RedisBackend(Backend):
         self._reading: int | None = None  # the version the XREAD in flight was built from
         self._round = 0
         self._closed = False
+        self._epoch_key = f"{prefix}epoch"
+        self.epoch: str | None = None  # the history this instance's listeners are reading
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -547,6 +555,8 @@ class RedisBackend(Backend):
                 await self._have_listeners.wait()
                 continue
             try:
+                if self.epoch is None or down_since is not None:
+                    await self._check_epoch()  # a Redis that came back may be an empty one
                 await self._check_retention()
                 await self._read_round()
             except _UNAVAILABLE as exc:
@@ -611,6 +621,29 @@ class RedisBackend(Backend):
         else:
             listener.checked = True
 
+    async def _current_epoch(self) -> str:
+        """The epoch in Redis, made now if it is missing (the first to look after a loss makes it)."""
+        fresh = f"{int(time.time() * 1000)}.{secrets.token_hex(4)}"
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.set(self._epoch_key, fresh, nx=True)
+            pipe.get(self._epoch_key)
+
+        replies = await self._io(self._pipeline(fill, transaction=True))
+        return str(_ok(replies[1]))
+
+    async def _check_epoch(self) -> None:
+        """Fail every listener with ``UnknownEventId("epoch")`` if Redis's history is not the one
+        they were reading: their cursors point into a history that is gone."""
+        epoch = await self._current_epoch()
+        known, self.epoch = self.epoch, epoch
+        if known is None or known == epoch:
+            return
+        log.warning("Redis at %s lost its data (epoch %s, was %s); resetting every listener", self._where, epoch, known)
+        for listeners in list(self._listeners.values()):
+            for listener in list(listeners):
+                self._fail(listener, UnknownEventId(listener.cursor, "epoch"))
+
     async def _read_round(self) -> None:
         reader = await self._reader_client()
         if any(not x.checked for listeners in self._listeners.values() for x in listeners):
@@ -635,6 +668,8 @@ class RedisBackend(Backend):
             reply: Any = await self._io(reader.xread(streams, count=self.READ_COUNT, block=block_ms))
         finally:
             self._reading = None
+        # Before anything read is delivered: what a lost Redis hands out next is a new history.
+        await self._check_epoch()
         if not reply:
             return
         got: dict[str, tuple[list[tuple[str, dict[str, str]]], list[tuple[str, dict[str, str]]]]] = {}

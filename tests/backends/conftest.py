@@ -8,10 +8,11 @@ A store is where topics live; ``store.instance()`` is one app instance's backend
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from redis.asyncio import Redis
 
 from shared.backends import Backend, MemoryBackend
 from shared.backends.redis import RedisBackend, parse_stream_id
@@ -24,6 +25,9 @@ SMALL = 5  # default retention: small, so eviction is easy to reach
 class Store:
     kind: str
     _make: Callable[[int], Backend]
+    # The store loses its history: memory, the process ends (the next instance is a new one);
+    # redis, FLUSHALL (as a restart without persistence, or a failover to an empty replica).
+    lose: Callable[[], Awaitable[None]]
     made: list[Backend] = field(default_factory=list)
 
     def instance(self, retention: int = SMALL) -> Backend:
@@ -60,14 +64,22 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
                 memory[retention] = MemoryBackend(max_events=retention)
             return memory[retention]
 
-        s = Store("memory", make_memory)
+        async def lose_memory() -> None:
+            memory.clear()
+
+        s = Store("memory", make_memory, lose_memory)
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
 
         def make_redis(retention: int) -> Backend:
             return RedisBackend.from_url(f"{server.url}?maxlen={retention}&trim=exact&prefix=test:")
 
-        s = Store("redis", make_redis)
+        async def flushall() -> None:
+            client = Redis.from_url(server.url)
+            await client.flushall()
+            await client.aclose()
+
+        s = Store("redis", make_redis, flushall)
     yield s
     for backend in s.made:
         await backend.close()

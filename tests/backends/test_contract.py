@@ -256,3 +256,20 @@ async def test_two_instances_share_topics_and_ids(store: Store) -> None:
         a2 = await a.publish("room", "a2")
         assert (await on_b.until(2))[1] == ("message", a2, "a2")
         await on_b.stop()
+
+
+async def test_hub_after_the_store_lost_its_history_old_ids_get_a_reset(store: Store) -> None:
+    """Issue 13.3: a new history (memory: a new process; redis: FLUSHALL) never replays or
+    resumes from an id of the old one, and never hands one of its ids out again."""
+    async with Hub(store.instance(BIG)) as hub:
+        old = [await hub.publish("t", f"old{i}") for i in range(3)]
+    await store.lose()
+    async with Hub(store.instance(BIG)) as hub:
+        new = [await hub.publish("t", f"new{i}") for i in range(3)]
+        assert not set(old) & set(new)
+        for last in old:
+            sub = await Subscriber(hub, "t", last_id=last).started()
+            first = (await sub.until(1))[0]
+            assert first[0] == "reset", first
+            assert json.loads(first[2])["latest_id"] == new[-1]
+            await sub.stop()

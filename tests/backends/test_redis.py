@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -96,7 +97,13 @@ async def test_ids_from_a_wiped_redis_are_unknown_then_foreign(redis_server: Red
 
 @pytest.mark.redis
 @pytest.mark.slow
-async def test_outage_fails_publishes_fast_and_listeners_resume(redis_server: RedisServer) -> None:
+async def test_outage_fails_publishes_fast_and_listeners_resume(tmp_path: Path) -> None:
+    # A Redis that keeps its data (AOF): one that comes back empty is a new epoch (see below).
+    with RedisServer(aof_dir=tmp_path / "aof").running() as redis_server:
+        await _outage(redis_server)
+
+
+async def _outage(redis_server: RedisServer) -> None:
     async with Hub(backend_for(redis_server)) as hub:
         sub = await Subscriber(hub, "t").started()
         await hub.publish("t", "before")
@@ -274,3 +281,61 @@ async def test_an_ephemeral_event_published_right_after_subscribe_is_delivered(
             chunk = await asyncio.wait_for(anext(aiter(sub)), 5)
         assert b"data: new" in chunk
         assert b"data: old" not in chunk
+
+
+async def _wipe(how: str, server: RedisServer, admin: Redis) -> None:
+    if how == "flushall":
+        await admin.flushall()
+    else:  # an empty Redis on the same port: a restart without persistence, or a failover
+        await asyncio.to_thread(server.kill)
+        await asyncio.to_thread(server.start)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("how", ["flushall", "restart-empty"])
+async def test_lost_data_gives_every_live_reader_an_epoch_reset_first(
+    redis_server: RedisServer, admin: Redis, how: str
+) -> None:
+    """Issue 13.3: two instances, live readers on each; Redis loses everything. Every reader's
+    next event is ``reset`` (reason ``epoch``), before any event of the new history; ids are
+    never handed out twice; a resume from an old id gets ``reset`` too."""
+    async with Hub(backend_for(redis_server)) as a, Hub(backend_for(redis_server)) as b:
+        subs = [await Subscriber(hub, "t").started() for hub in (a, b, a, b)]
+        old = [await a.publish("t", "old0"), await b.publish("t", "old1")]
+        for s in subs:
+            await s.until(2)
+        await _wipe(how, redis_server, admin)
+        began = time.monotonic()
+        # Whoever publishes first after the loss: the readers must not pass it on as if nothing happened.
+        new: list[str | None] = []
+        deadline = time.monotonic() + 10
+        while not new:
+            try:
+                new.append(await b.publish("t", "new0"))
+            except BackendUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        for s in subs:
+            await s.until(3, timeout=15)
+        took = time.monotonic() - began
+        for s in subs:
+            event, _, data = s.events[2]
+            assert event == "reset", s.events
+            assert json.loads(data)["reason"] == "epoch"
+            assert not any(d == "new0" for _, _, d in s.events[:3])
+        new.append(await a.publish("t", "new1"))
+        for s in subs:
+            got = await s.until(4)
+            assert got[-1][2] == "new1"
+        assert not set(old) & set(new)
+        assert len(set(new)) == 2
+        print(f"\n{how}: 4 readers on 2 instances reset {took:.2f} s after the loss (incl. the first publish)")
+        # A client that reconnects with an id of the old history is reset, on either instance.
+        for hub in (a, b):
+            late = await Subscriber(hub, "t", last_id=old[-1]).started()
+            first = (await late.until(1))[0]
+            assert first[0] == "reset", first
+            await late.stop()
+        assert a.backend.epoch == b.backend.epoch  # type: ignore[attr-defined]
+        for s in subs:
+            await s.stop()

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from playwright.sync_api import BrowserContext, expect
+from playwright.sync_api import Error as PlaywrightError
 
 from chat import ChatSettings, create_app
 from tests.rig import LiveServer, RedisServer
@@ -85,3 +87,43 @@ def test_two_instances_and_a_redis_outage(new_context: Contexts, tmp_path: Path)
         bob.page.screenshot(path="/tmp/chat-redis-bob.png")
         assert alice.errors == []
         assert bob.errors == []
+
+
+def test_the_page_reloads_when_redis_loses_the_chat(
+    new_context: Contexts, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Issue 13.3: FLUSHALL under two instances with a page open on each: both pages reload
+    (reset, reason epoch), show the general room again (never room "undefined"), with the old
+    messages gone, and go on talking with the same cookies."""
+    with instances(redis_server.url, tmp_path, ChatSettings(presence_grace=1.0)) as (one, two):
+        alice = scenarios.User(new_context, one, "alice")
+        bob = scenarios.User(new_context, two, "bob")
+        asked: list[str] = []
+        for user in (alice, bob):
+            user.page.on("request", lambda req: asked.append(req.url))
+        alice.say("before the loss")
+        for user in (alice, bob):
+            expect(user.page.locator("#messages li.msg .text")).to_have_text(["before the loss"])
+            user.page.evaluate("window.__beforeLoss = true")
+        with redis.Redis.from_url(redis_server.url) as r:
+            r.flushall()
+        for user, name in ((alice, "alice"), (bob, "bob")):
+            deadline = time.monotonic() + 15
+            # Reloaded: the page's globals are gone. (A polled evaluate: the page's CSP refuses
+            # the eval that wait_for_function uses.)
+            while True:
+                try:
+                    if not user.page.evaluate("() => window.__beforeLoss === true"):
+                        break
+                except PlaywrightError:  # navigating right now: the reload is under way
+                    pass
+                assert time.monotonic() < deadline, "the page did not reload"
+                time.sleep(0.1)
+            expect(user.page.locator("#me-name")).to_have_text(name)
+            expect(user.page.locator("#room-title")).to_have_text("general")
+            expect(user.page.locator("#messages li.msg")).to_have_count(0)
+        alice.say("after the loss")
+        for user in (alice, bob):
+            expect(user.page.locator("#messages li.msg .text")).to_have_text(["after the loss"])
+        assert not [u for u in asked if "undefined" in u], asked
+        assert alice.errors == bob.errors == []
