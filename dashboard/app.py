@@ -201,7 +201,8 @@ async def session_events(
     """The page's session stream: the server's confirmation requests arrive here. Reconnect with
     ``?client_id=&token=`` (from the ``session`` event) to keep the same session."""
     correlator: Correlator = state.correlator
-    return correlator.stream(request, client_id or None)  # it reads the token itself (query or Bearer)
+    # Checked against every instance: a reconnect that lands elsewhere moves the session there.
+    return await correlator.open_stream(request, client_id or None)  # it reads the token (query or Bearer)
 
 
 @post(
@@ -259,12 +260,16 @@ def create_app(
         rules=rules,
         topic=host_topic(name),
     )
-    correlator = Correlator(hub, grace=session_grace, max_timeout=max(confirm_timeout, 1.0), max_sessions=max_sessions)
+    router = Router(hub, "dashboard", meta={"host": name, "since": time.time()}, beat=beat)
+    # With the router, a page session lives on the instance its stream last opened on, and a
+    # confirmation is asked there (a reconnect elsewhere moves it; issue 13).
+    correlator = Correlator(
+        hub, grace=session_grace, max_timeout=max(confirm_timeout, 1.0), max_sessions=max_sessions, router=router
+    )
     audit = AuditLog(Path(data_dir) / "dashboard.sqlite3")
     commander = Commander(hub, sampler, correlator, audit, confirm_timeout=confirm_timeout)
-    router = Router(hub, "dashboard", meta={"host": name, "since": time.time()}, beat=beat)
     hosts = Hosts(router, sampler, name)
-    cluster = Cluster(router, hosts, sampler, commander, correlator, audit)
+    cluster = Cluster(router, hosts, sampler, commander, audit)
     return Litestar(
         route_handlers=[
             page,
@@ -303,7 +308,7 @@ def create_app(
         ),
         # The election in hosts.start starts the sampler when this instance owns its host.
         on_startup=[redact_access_log, hub.start, correlator.start, audit.start, router.start, hosts.start],
-        on_shutdown=[hosts.stop, router.close, correlator.close, audit.stop, hub.close],
+        on_shutdown=[hosts.stop, correlator.close, router.close, audit.stop, hub.close],
         **app_defaults(
             "/dashboard", "dashboard", "Live system metrics over SSE, with guarded control actions.", max_body=MAX_BODY
         ),

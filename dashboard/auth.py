@@ -32,6 +32,15 @@ class Actor:
     via: Literal["bearer", "cookie"]
     address: str
 
+    def to_json(self) -> dict[str, Any]:
+        return {"via": self.via, "address": self.address}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Actor:
+        """An actor sent by another instance (``to_json``)."""
+        d = data if isinstance(data, dict) else {}
+        return cls("bearer" if d.get("via") == "bearer" else "cookie", str(d.get("address", "unknown")))
+
     @property
     def label(self) -> str:
         how = "Bearer token" if self.via == "bearer" else "browser login"
