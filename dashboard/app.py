@@ -168,7 +168,8 @@ async def whoami(request: Request[Any, Any, Any], state: State) -> dict[str, Any
 async def login(request: Request[Any, Any, Any], state: State, data: JSONBody[LoginBody]) -> Response[dict[str, Any]]:
     """``{"token": "..."}`` -> an HttpOnly, SameSite=Strict cookie for ``/dashboard``."""
     auth: ControlAuth = state.auth
-    cookie = auth.login(data.token, secure=request.url.scheme == "https")
+    address = request.client.host if request.client else "unknown"
+    cookie = auth.login(data.token, secure=request.url.scheme == "https", address=address)
     return Response({"can_control": True, "via": "cookie"}, cookies=[cookie])
 
 
@@ -242,8 +243,8 @@ def create_app(
 ) -> Litestar:
     """The dashboard app. ``control_token=None`` generates one: read it with :func:`control_token`
     (``app.state.control_token_generated`` says whether it was). ``max_sessions`` caps the pages'
-    confirmation sessions (429 past it); ``max_login_failures`` wrong log-ins within a minute make
-    further log-ins 429 for that minute.
+    confirmation sessions (429 past it); ``max_login_failures`` wrong log-ins from one client address
+    within a minute make that address's further log-ins 429 for the rest of the minute.
 
     Several instances on one Redis ``hub`` show each other's hosts: ``host_name`` (default: the
     machine's name) is the host this instance samples, or shares with other instances of the same
