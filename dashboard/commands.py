@@ -64,6 +64,11 @@ def local_ask(correlator: Correlator) -> Ask:
     return ask
 
 
+def public_target(target: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A target as view-only viewers may see it: without its command line."""
+    return None if target is None else {k: v for k, v in target.items() if k != "cmdline"}
+
+
 @dataclass(slots=True)
 class _Run:
     id: str
@@ -79,7 +84,10 @@ class _Run:
             "outcome": outcome,
             "action": self.cmd.action,
             "params": self.cmd.params,
-            "target": self.target,
+            # Every viewer (logged in or not) reads these events: no command line, which can hold
+            # secrets (an --api-key=...; issue 14.10). Controllers see it in the question and the
+            # POST's answer.
+            "target": public_target(self.target),
             "who": self.actor.label,
             "client_id": self.cmd.client_id,
             "detail": detail,
