@@ -168,7 +168,8 @@ async def whoami(request: Request[Any, Any, Any], state: State) -> dict[str, Any
 async def login(request: Request[Any, Any, Any], state: State, data: JSONBody[LoginBody]) -> Response[dict[str, Any]]:
     """``{"token": "..."}`` -> an HttpOnly, SameSite=Strict cookie for ``/dashboard``."""
     auth: ControlAuth = state.auth
-    cookie = auth.login(data.token, secure=request.url.scheme == "https")
+    address = request.client.host if request.client else "unknown"
+    cookie = auth.login(data.token, secure=request.url.scheme == "https", address=address)
     return Response({"can_control": True, "via": "cookie"}, cookies=[cookie])
 
 
@@ -201,7 +202,8 @@ async def session_events(
     """The page's session stream: the server's confirmation requests arrive here. Reconnect with
     ``?client_id=&token=`` (from the ``session`` event) to keep the same session."""
     correlator: Correlator = state.correlator
-    return correlator.stream(request, client_id or None)  # it reads the token itself (query or Bearer)
+    # Checked against every instance: a reconnect that lands elsewhere moves the session there.
+    return await correlator.open_stream(request, client_id or None)  # it reads the token (query or Bearer)
 
 
 @post(
@@ -241,8 +243,8 @@ def create_app(
 ) -> Litestar:
     """The dashboard app. ``control_token=None`` generates one: read it with :func:`control_token`
     (``app.state.control_token_generated`` says whether it was). ``max_sessions`` caps the pages'
-    confirmation sessions (429 past it); ``max_login_failures`` wrong log-ins within a minute make
-    further log-ins 429 for that minute.
+    confirmation sessions (429 past it); ``max_login_failures`` wrong log-ins from one client address
+    within a minute make that address's further log-ins 429 for the rest of the minute.
 
     Several instances on one Redis ``hub`` show each other's hosts: ``host_name`` (default: the
     machine's name) is the host this instance samples, or shares with other instances of the same
@@ -259,12 +261,16 @@ def create_app(
         rules=rules,
         topic=host_topic(name),
     )
-    correlator = Correlator(hub, grace=session_grace, max_timeout=max(confirm_timeout, 1.0), max_sessions=max_sessions)
+    router = Router(hub, "dashboard", meta={"host": name, "since": time.time()}, beat=beat)
+    # With the router, a page session lives on the instance its stream last opened on, and a
+    # confirmation is asked there (a reconnect elsewhere moves it; issue 13).
+    correlator = Correlator(
+        hub, grace=session_grace, max_timeout=max(confirm_timeout, 1.0), max_sessions=max_sessions, router=router
+    )
     audit = AuditLog(Path(data_dir) / "dashboard.sqlite3")
     commander = Commander(hub, sampler, correlator, audit, confirm_timeout=confirm_timeout)
-    router = Router(hub, "dashboard", meta={"host": name, "since": time.time()}, beat=beat)
     hosts = Hosts(router, sampler, name)
-    cluster = Cluster(router, hosts, sampler, commander, correlator, audit)
+    cluster = Cluster(router, hosts, sampler, commander, audit)
     return Litestar(
         route_handlers=[
             page,
@@ -303,7 +309,7 @@ def create_app(
         ),
         # The election in hosts.start starts the sampler when this instance owns its host.
         on_startup=[redact_access_log, hub.start, correlator.start, audit.start, router.start, hosts.start],
-        on_shutdown=[hosts.stop, router.close, correlator.close, audit.stop, hub.close],
+        on_shutdown=[hosts.stop, correlator.close, router.close, audit.stop, hub.close],
         **app_defaults(
             "/dashboard", "dashboard", "Live system metrics over SSE, with guarded control actions.", max_body=MAX_BODY
         ),

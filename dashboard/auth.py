@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,12 +25,22 @@ __all__ = ["COOKIE", "Actor", "ControlAuth"]
 COOKIE = "dashboard_control"
 COOKIE_PATH = "/dashboard"
 MIN_TOKEN_LENGTH = 8
+MAX_TRACKED_ADDRESSES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Actor:
     via: Literal["bearer", "cookie"]
     address: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"via": self.via, "address": self.address}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Actor:
+        """An actor sent by another instance (``to_json``)."""
+        d = data if isinstance(data, dict) else {}
+        return cls("bearer" if d.get("via") == "bearer" else "cookie", str(d.get("address", "unknown")))
 
     @property
     def label(self) -> str:
@@ -47,7 +57,9 @@ class ControlAuth:
         self.generated = token is None
         self.token = token or new_token()
         self._cookie = hmac.new(self.token.encode(), b"dashboard login cookie v1", hashlib.sha256).hexdigest()
-        self._failures: deque[float] = deque()
+        # Wrong log-ins per client address (issue 14.12): a flood from one address must not lock
+        # out the operator at another. Bounded: the oldest addresses are forgotten first.
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._max_failures = max_failures
         self._window = failure_window
 
@@ -70,19 +82,29 @@ class ControlAuth:
             )
         return actor
 
-    def login(self, given: Any, secure: bool) -> Cookie:
-        """Check a token typed into the page; the cookie to set. 401 if wrong, 429 when hammered."""
+    def login(self, given: Any, secure: bool, address: str = "unknown") -> Cookie:
+        """Check a token typed into the page; the cookie to set. 401 if wrong, 429 when the same
+        client address got ``max_failures`` wrong within the window (other addresses are not held up)."""
         now = time.monotonic()
-        while self._failures and self._failures[0] < now - self._window:
-            self._failures.popleft()
-        if len(self._failures) >= self._max_failures:
-            raise ClientException(
-                status_code=429,
-                detail=f"too many wrong tokens; try again in {self._window:g} s",
-                headers={"Retry-After": str(int(self._window))},
-            )
+        failures = self._failures.get(address)
+        if failures is not None:
+            while failures and failures[0] < now - self._window:
+                failures.popleft()
+            if len(failures) >= self._max_failures:
+                wait = max(1, int(failures[0] + self._window - now) + 1)
+                raise ClientException(
+                    status_code=429,
+                    detail=f"too many wrong tokens from {address}; try again in {wait} s "
+                    "(log-ins are throttled per client address)",
+                    headers={"Retry-After": str(wait)},
+                )
         if not isinstance(given, str) or not tokens_equal(given.strip(), self.token):
-            self._failures.append(now)
+            if failures is None:
+                failures = self._failures[address] = deque()
+                while len(self._failures) > MAX_TRACKED_ADDRESSES:
+                    self._failures.popitem(last=False)
+            self._failures.move_to_end(address)
+            failures.append(now)
             raise NotAuthorizedException("wrong control token")
         return Cookie(key=COOKIE, value=self._cookie, path=COOKIE_PATH, httponly=True, samesite="strict", secure=secure)
 

@@ -9,8 +9,9 @@ session stream and passes its ``client_id``; the server asks that page, with a d
 only on an explicit yes. No answer in time, a "no", or the page going away: nothing happens.
 
 With several instances (issue 7) the command runs on the instance that owns the host, while the
-page's session may live on another one: the owner asks through an :data:`Ask` function, which is
-:func:`local_ask` here or a routed call to the instance holding the session (``app.py``).
+page's session may live on another one, or move to another one when the page reconnects there:
+the correlator has the app's router and forwards the question to whichever instance holds the
+session at that moment (issue 13), as ``/bidi/`` does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from litestar.exceptions import ClientException
+from litestar.exceptions import ClientException, HTTPException
 
 from shared import jsonrpc
 from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient
@@ -41,7 +42,7 @@ Ask = Callable[[str, dict[str, Any], float], Awaitable[Any]]
 
 
 def local_ask(correlator: Correlator) -> Ask:
-    """Ask a page whose session is on this instance."""
+    """Ask a page through the correlator (which forwards to the instance holding its session)."""
 
     async def ask(client_id: str, params: dict[str, Any], timeout: float) -> Any:
         try:
@@ -56,8 +57,16 @@ def local_ask(correlator: Correlator) -> Ask:
             raise Refused(409, "unanswered", "not done: the confirming page went away") from None
         except RequestCancelled:
             raise Refused(409, "unanswered", "not done: the confirmation was cancelled") from None
+        except HTTPException as exc:  # the instance holding the page's session: unreachable, stopping
+            detail = f"not done: the confirming page could not be reached ({exc.detail})"
+            raise Refused(409, "unanswered", detail) from None
 
     return ask
+
+
+def public_target(target: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A target as view-only viewers may see it: without its command line."""
+    return None if target is None else {k: v for k, v in target.items() if k != "cmdline"}
 
 
 @dataclass(slots=True)
@@ -75,7 +84,10 @@ class _Run:
             "outcome": outcome,
             "action": self.cmd.action,
             "params": self.cmd.params,
-            "target": self.target,
+            # Every viewer (logged in or not) reads these events: no command line, which can hold
+            # secrets (an --api-key=...; issue 14.10). Controllers see it in the question and the
+            # POST's answer.
+            "target": public_target(self.target),
             "who": self.actor.label,
             "client_id": self.cmd.client_id,
             "detail": detail,
@@ -126,13 +138,13 @@ class Commander:
         )
 
     async def run(self, cmd: Command, actor: Actor, ask: Ask | None = None, *, via: str = "") -> dict[str, Any]:
-        """Run ``cmd`` here. ``ask`` reaches the confirming page (default: a session on this
-        instance); ``via`` names the instance the command came through, for the audit log."""
+        """Run ``cmd`` here. ``ask`` reaches the confirming page (default: through the correlator,
+        wherever its session is held); ``via`` names the instance the command came through, for
+        the audit log."""
         confirm = self.check_confirmable(cmd, actor)
-        if ask is None:
-            if confirm and not self.correlator.has_session(str(cmd.client_id)):
-                raise self.no_session(cmd)
-            ask = self.local_ask
+        if confirm and await self.correlator.find(str(cmd.client_id)) is None:
+            raise self.no_session(cmd)
+        ask = ask or self.local_ask
         run = _Run(uuid.uuid4().hex[:12], cmd, actor, via=via)
         await self._broadcast(run, "started")
         try:

@@ -105,6 +105,9 @@ class Session:
     inherited: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The instance the session moved to; its stream is there now, on the same topic.
     moved_to: str | None = None
+    # What the app noted about the request that opened the current stream (e.g. who was logged
+    # in); set on every open, so a takeover carries the new opener's, never the old one's.
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def topic(self) -> str:
@@ -167,6 +170,7 @@ class Correlator:
                 "rpc.cancel": self._serve_cancel,
                 "rpc.notify": self._serve_notify,
                 "rpc.holds": self._serve_holds,
+                "rpc.find": self._serve_find,
                 "rpc.claim": self._serve_claim,
                 "rpc.sessions": self._serve_sessions,
             }.items():
@@ -210,6 +214,21 @@ class Correlator:
     def has_session(self, client_id: str) -> bool:
         """Whether ``client_id`` is connected or briefly away *on this instance*."""
         return client_id in self._sessions
+
+    async def find(self, client_id: str) -> dict[str, Any] | None:
+        """The ``meta`` of ``client_id``'s session wherever it is held (this instance first), or
+        ``None`` if no instance holds it. An instance that does not answer in time counts as not."""
+        session = self._sessions.get(client_id)
+        if session is not None:
+            return dict(session.meta)
+        if self.router is None:
+            return None
+        found = await self.router.call_all("rpc.find", client_id, timeout=_LOOKUP_TIMEOUT)
+        for name, meta in found.items():
+            if isinstance(meta, dict) and name != self.router.instance:
+                self._where[client_id] = name
+                return meta
+        return None
 
     def open_session(self, client_id: str | None, token: str | None) -> Session:
         """Claim ``client_id`` on this instance (new, or taken over with its token); ``None``
@@ -273,27 +292,32 @@ class Correlator:
                 return self.open_session(client_id, token)
         return self.open_session(client_id, token)
 
-    def stream(self, request: Request[Any, Any, Any], client_id: str | None = None) -> Stream:
+    def stream(
+        self, request: Request[Any, Any, Any], client_id: str | None = None, *, meta: dict[str, Any] | None = None
+    ) -> Stream:
         """The SSE response of a client's session: ``session``, pending requests, then live ones.
 
         The token for a takeover comes from ``Authorization: Bearer`` or, for a browser
         ``EventSource`` that cannot set headers, the ``token`` query parameter. On several
-        instances use :meth:`open_stream`.
+        instances use :meth:`open_stream`. ``meta`` is kept on the session (see :meth:`find`).
         """
         cid = client_id if client_id is not None else request.query_params.get("client_id")
-        return self._stream(self.open_session(cid or None, _token(request)))
+        return self._stream(self.open_session(cid or None, _token(request)), meta)
 
-    async def open_stream(self, request: Request[Any, Any, Any], client_id: str | None = None) -> Stream:
+    async def open_stream(
+        self, request: Request[Any, Any, Any], client_id: str | None = None, *, meta: dict[str, Any] | None = None
+    ) -> Stream:
         """:meth:`stream`, with the client id checked against every instance (:meth:`claim_session`)."""
         cid = client_id if client_id is not None else request.query_params.get("client_id")
-        return self._stream(await self.claim_session(cid or None, _token(request)))
+        return self._stream(await self.claim_session(cid or None, _token(request)), meta)
 
-    def _stream(self, session: Session) -> Stream:
+    def _stream(self, session: Session, meta: dict[str, Any] | None = None) -> Stream:
         def opened(sub: Subscription) -> None:
             old = session.stream
             if old is not None:
                 old.close("replaced")  # a takeover: the old stream ends, cleanly
             session.stream = sub
+            session.meta = dict(meta or {})
             session.away_since = None
             if session.expiry is not None:
                 session.expiry.cancel()
@@ -633,6 +657,10 @@ class Correlator:
 
     async def _serve_holds(self, client_id: Any) -> bool:
         return not self._closed and client_id in self._sessions
+
+    async def _serve_find(self, client_id: Any) -> dict[str, Any] | None:
+        session = None if self._closed or not isinstance(client_id, str) else self._sessions.get(client_id)
+        return None if session is None else dict(session.meta)
 
     async def _serve_sessions(self, _: Any) -> list[dict[str, Any]]:
         return self.sessions()

@@ -102,7 +102,8 @@ class Router:
     async def call(self, instance: str, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
         """Run ``method`` on ``instance`` and return its result; its HTTP errors are re-raised here.
 
-        503 if the instance is unknown or gone, 504 if it did not answer within ``timeout``.
+        503 if the instance is unknown or gone, or goes away while the call waits (a goodbye, or
+        three missed beats after a ``kill -9``); 504 if it did not answer within ``timeout``.
         """
         if instance == self.instance:
             return await self._dispatch(method, params)

@@ -97,15 +97,17 @@ class Watcher:
 class Page:
     """A stand-in for the page's session: answers confirmation requests "yes", "no", or not at all."""
 
-    def __init__(self, base: str, answer: str) -> None:
+    def __init__(self, base: str, answer: str, *, query: str = "", headers: dict[str, str] | None = None) -> None:
         self.base = base
         self.answer = answer
+        self.headers = headers or {}
         self.client_id: str | None = None
         self.token: str | None = None
         self.requests: list[dict[str, Any]] = []
         self.cancels: list[dict[str, Any]] = []
         self.ready = threading.Event()
-        self.watcher = Watcher(base + "/dashboard/session/events", on_event=self._on)
+        url = base + "/dashboard/session/events" + (f"?{query}" if query else "")
+        self.watcher = Watcher(url, on_event=self._on, headers=self.headers)
 
     def _on(self, sse: ServerSentEvent) -> bool:
         data = json.loads(sse.data)
@@ -122,7 +124,9 @@ class Page:
             else:
                 reply["error"] = {"code": -32001, "message": "declined by the test"}
             r = httpx.post(
-                self.base + "/dashboard/session/respond", json=reply, headers={"Authorization": f"Bearer {self.token}"}
+                self.base + "/dashboard/session/respond",
+                json=reply,
+                headers={**self.headers, "Authorization": f"Bearer {self.token}"},
             )
             r.raise_for_status()
             return False

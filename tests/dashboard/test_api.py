@@ -250,3 +250,36 @@ def test_alert_rules_fire_and_resolve_over_the_stream(dash: LiveServer) -> None:
     assert (resolved["alert_id"], resolved["reason"]) == (alert["alert_id"], "rule removed")
     assert all(e.id for e in watcher.events if e.event in ("alert", "resolved")), "stored: replayed on resume"
     assert post(dash, {"action": "set_rules", "rules": [{"metric": "cpu", "above": 200}]}, BEARER).status_code == 422
+
+
+def test_viewers_never_see_a_targets_command_line(dash: LiveServer) -> None:
+    """Issue 14.10: an action's target goes to every viewer in ``command`` events (and replays);
+    its command line may hold a secret, so only the controller (the question, the POST's answer)
+    gets it."""
+    secret = "--api-key=s3cr3t-0123456789"
+    child = subprocess.Popen(["python3", "-c", "import time; time.sleep(60)", secret])
+    viewer = Watcher(dash.url + "/dashboard/events")
+    try:
+        wait_until(lambda: len(viewer.events) >= 3, what="the viewer's stream")
+        page = Page(dash.url, "yes")
+        body = {
+            "action": "terminate",
+            "pid": child.pid,
+            "start_time": start_time(child.pid),
+            "client_id": page.wait_ready(),
+        }
+        r = post(dash, body, BEARER)
+        assert r.status_code == 200, r.text
+        assert child.wait(5) == -15
+        assert secret in r.json()["target"]["cmdline"], "the controller sees it"
+        assert secret in page.requests[0]["params"]["target"]["cmdline"], "and so does its confirming page"
+        cid = r.json()["command_id"]
+        wait_until(lambda: any(c["command_id"] == cid and c["phase"] == "succeeded" for c in viewer.of("command")))
+        seen = [e.data for e in viewer.events] + [json.dumps(row) for row in audit(dash)]
+        assert not any(secret in text for text in seen), "a viewer saw the command line"
+        assert all("cmdline" not in (c["target"] or {}) for c in viewer.of("command"))
+    finally:
+        viewer.stop()
+        if child.poll() is None:
+            child.kill()
+        child.wait(5)

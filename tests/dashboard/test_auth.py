@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 from litestar.exceptions import ClientException, NotAuthorizedException
 
 from dashboard.auth import ControlAuth
+from tests.dashboard.conftest import TOKEN, dashboard_server
 
 
 def test_generated_token_and_short_tokens() -> None:
@@ -36,3 +40,21 @@ def test_wrong_logins_are_rate_limited() -> None:
     with pytest.raises(ClientException) as info:
         auth.login("a-long-enough-token", secure=False)  # even the right one, for a while
     assert info.value.status_code == 429
+
+
+def test_a_wrong_login_flood_from_one_address_does_not_lock_out_another(tmp_path: Path) -> None:
+    """Issue 14.12: over HTTP, from two loopback addresses (127.0.0.2 floods, 127.0.0.1 logs in)."""
+    with dashboard_server(tmp_path, max_login_failures=10) as srv:
+        attacker = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
+        operator = httpx.Client(timeout=10)
+        with attacker, operator:
+            url = srv.url + "/dashboard/login"
+            for _ in range(10):
+                assert attacker.post(url, json={"token": "guess-guess"}).status_code == 401
+            r = operator.post(url, json={"token": TOKEN})
+            assert r.status_code == 200, r.text
+            assert r.json()["can_control"] is True
+            r = attacker.post(url, json={"token": TOKEN})
+            assert r.status_code == 429, r.text
+            assert "throttled per client address" in r.json()["detail"]
+            assert 1 <= int(r.headers["retry-after"]) <= 60
