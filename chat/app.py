@@ -134,6 +134,7 @@ def create_app(
         ),
         names=parts.names,
         limits=parts.limits,
+        revocations=parts.revocations,
         secret=secret,
         db=parts.db,
     )

@@ -21,10 +21,11 @@ from .model import LOBBY, ChatStore
 from .names import Names
 from .presence import Presence
 from .ratelimit import Limits
-from .session import COOKIE, SessionSigner, User
+from .revocations import Revocations
+from .session import COOKIE, Session, SessionSigner, User
 from .settings import ChatSettings
 
-__all__ = ["Chat", "CurrentUser", "chat_of", "current_user", "session_cookie"]
+__all__ = ["Chat", "CurrentUser", "chat_of", "current_user", "session_cookie", "session_of"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Chat:
     presence: Presence
     names: Names
     limits: Limits
+    revocations: Revocations
     secret: bytes | None = None  # the cookie signing key if given; else the store's (made once)
     db: Database | None = None  # the SQLite store's database (None with Redis)
     _signer: SessionSigner | None = None
@@ -58,6 +60,7 @@ class Chat:
         if self.secret is None and hasattr(self.store, "on_secret"):
             # The Redis store replaced a key its Redis lost with another instance's (issue 13.3).
             self.store.on_secret = self._new_secret
+        await self.revocations.start()
         await self.presence.start()
 
     def _new_secret(self, key: bytes) -> None:
@@ -104,13 +107,33 @@ def chat_of(state: State) -> Chat:
     return chat
 
 
+REVOKED = (
+    "this session was signed out or replaced by a newer sign-in (a cookie is revoked when its holder "
+    'signs out or joins again): join with POST /chat/session {"name": "..."}'
+)
+
+
+async def session_of(request: Request[Any, Any, Any], chat: Chat, *, required: bool = True) -> Session | None:
+    """The request's session: ``None`` without a valid cookie, unless ``required`` (then 401).
+
+    A revoked cookie is 401 even when not required: it must not pass for a sign-in."""
+    session = chat.signer.loads(request.cookies.get(COOKIE))
+    if session is None:
+        if required:
+            raise NotAuthorizedException('no session: join first with POST /chat/session {"name": "..."}')
+        return None
+    if await chat.revocations.is_revoked(session.sid):
+        raise NotAuthorizedException(REVOKED)
+    return session
+
+
 async def current_user(request: Request[Any, Any, Any], state: State) -> User:
-    """The signed-in user (a Litestar dependency): 401 without a session, 409 if the name was
-    taken by someone else while this session was away (after a restart, say)."""
+    """The signed-in user (a Litestar dependency): 401 without a session or with a revoked one,
+    409 if the name was taken by someone else while this session was away (after a restart, say)."""
     chat = chat_of(state)
-    user = chat.signer.loads(request.cookies.get(COOKIE))
-    if user is None:
-        raise NotAuthorizedException('no session: join first with POST /chat/session {"name": "..."}')
+    session = await session_of(request, chat)
+    assert session is not None
+    user = session.user
     if not await chat.names.claim(user):
         raise ClientException(
             f"the name {user.name!r} is now used by someone else online: pick another with POST /chat/session",
@@ -119,10 +142,10 @@ async def current_user(request: Request[Any, Any, Any], state: State) -> User:
     return user
 
 
-def session_cookie(chat: Chat, user: User) -> Cookie:
+def session_cookie(chat: Chat, session: Session) -> Cookie:
     return Cookie(
         key=COOKIE,
-        value=chat.signer.dumps(user),
+        value=chat.signer.dumps(session),
         path="/chat",
         max_age=chat.settings.session_max_age,
         httponly=True,  # page scripts never see it: an XSS could not steal the session

@@ -1,8 +1,11 @@
-"""Who is asking: a signed, HttpOnly session cookie carrying a user id and a display name.
+"""Who is asking: a signed, HttpOnly session cookie carrying a user id, a display name and a
+session id.
 
-The cookie is ``<payload>.<signature>``: base64url JSON and an HMAC-SHA256 of it. Nothing is
-kept server-side, so sessions survive restarts as long as the key does; the key is generated
-once and kept in the data dir (or passed in).
+The cookie is ``<payload>.<signature>``: base64url JSON and an HMAC-SHA256 of it. Sessions
+survive restarts as long as the key does; the key is generated once and kept in the data dir
+(or passed in). The session id (``sid``) is what the server can revoke: signing out, and every
+join, revokes the cookie it came with (``chat.revocations``), so a cookie planted by another
+page, or copied before sign-out, stops working.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["COOKIE", "SessionSigner", "User", "load_or_create_key", "new_user_id"]
+__all__ = ["COOKIE", "Session", "SessionSigner", "User", "load_or_create_key", "new_session_id", "new_user_id"]
 
 COOKIE = "chat_session"
 
@@ -30,8 +33,20 @@ class User:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A cookie's content: who, and which sign-in (``sid``, random per join)."""
+
+    user: User
+    sid: str
+
+
 def new_user_id() -> str:
     return secrets.token_urlsafe(12)
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(16)
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -71,13 +86,16 @@ class SessionSigner:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
-    def dumps(self, user: User, now: float | None = None) -> str:
-        body = {"u": user.id, "n": user.name, "t": int(now if now is not None else time.time())}
+    def dumps(self, session: Session, now: float | None = None) -> str:
+        user = session.user
+        body = {"u": user.id, "n": user.name, "s": session.sid, "t": int(now if now is not None else time.time())}
         payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
         return f"{payload}.{self._sign(payload)}"
 
-    def loads(self, value: str | None, now: float | None = None) -> User | None:
-        """The user in a cookie value, or ``None`` if it is missing, forged, malformed or expired."""
+    def loads(self, value: str | None, now: float | None = None) -> Session | None:
+        """The session in a cookie value, or ``None`` if it is missing, forged, malformed or expired.
+
+        Revocation is not checked here (it needs the store): see ``chat.context``."""
         if not value or len(value) > 1024:
             return None
         payload, _, signature = value.partition(".")
@@ -85,10 +103,10 @@ class SessionSigner:
             return None
         try:
             body = json.loads(_unb64(payload))
-            user = User(str(body["u"]), str(body["n"]))
+            session = Session(User(str(body["u"]), str(body["n"])), str(body["s"]))
             issued = int(body["t"])
         except (ValueError, KeyError, TypeError):
             return None
         if (now if now is not None else time.time()) - issued > self.max_age:
             return None
-        return user
+        return session

@@ -27,7 +27,9 @@ from .redis_conn import RedisConn
 from .redis_files import RedisFiles
 from .redis_limits import RedisLimits
 from .redis_presence import RedisNames, RedisRoster
+from .redis_revocations import RedisRevocations
 from .redis_store import RedisStore
+from .revocations import Revocations, SqliteRevocations
 from .settings import ChatSettings
 from .store import SqliteStore
 
@@ -42,6 +44,7 @@ class Parts:
     roster: Roster
     names: Names
     limits: Limits
+    revocations: Revocations
     db: Database | None = None
 
 
@@ -63,6 +66,7 @@ def sqlite_parts(data_dir: Path, settings: ChatSettings, backend: SqliteBackend 
         roster=roster,
         names=LocalNames(settings.name_ttl, roster.is_present),
         limits=LocalLimits(settings.rate, settings.burst, settings.typing_interval),
+        revocations=SqliteRevocations(backend.db),
         db=backend.db,
     )
 
@@ -82,4 +86,5 @@ def redis_parts(url: str, settings: ChatSettings) -> Parts:
         roster=RedisRoster(conn, settings.presence_ttl),
         names=RedisNames(conn, settings.name_ttl),
         limits=RedisLimits(conn, settings.rate, settings.burst, settings.typing_interval),
+        revocations=RedisRevocations(conn),
     )

@@ -16,7 +16,7 @@ from chat.rules import (
     check_user_name,
     mentions,
 )
-from chat.session import SessionSigner, User
+from chat.session import Session, SessionSigner, User
 
 
 @pytest.mark.parametrize("name", ["alice", "Zoë", "j.doe", "x-y_z", "李雷", "a" * 24])
@@ -108,8 +108,8 @@ def test_throttle_drops_repeats_within_the_interval() -> None:
 
 def test_session_cookie_is_signed_and_expires() -> None:
     signer = SessionSigner(b"k" * 32, max_age=100)
-    value = signer.dumps(User("id1", "Zoë"), now=1000)
-    assert signer.loads(value, now=1050) == User("id1", "Zoë")
+    value = signer.dumps(Session(User("id1", "Zoë"), "sid1"), now=1000)
+    assert signer.loads(value, now=1050) == Session(User("id1", "Zoë"), "sid1")
     assert signer.loads(value, now=1101) is None  # expired
     payload, _, sig = value.partition(".")
     assert signer.loads(payload + "." + sig[::-1], now=1050) is None  # forged signature

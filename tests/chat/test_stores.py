@@ -13,6 +13,7 @@ import pytest
 from litestar.testing import TestClient
 
 from chat import ChatSettings, create_app
+from chat.session import COOKIE
 from tests.rig import RedisServer
 
 from .conftest import Person
@@ -72,7 +73,10 @@ def test_names_are_unique_among_people_online(client: TestClient[Any]) -> None:
     alice = Person(client, "alice")
     assert client.post("/chat/session", json={"name": "ALICE"}).status_code == 409
     client.cookies.clear()
-    assert alice.post("/chat/session", json={"name": "alice2"}).json()["id"] == alice.id  # a rename frees it
+    renamed = alice.post("/chat/session", json={"name": "alice2"})
+    assert renamed.json()["id"] == alice.id  # a rename frees it
+    alice.cookie = renamed.cookies[COOKIE]  # and rotates the cookie (the old one is revoked)
+    client.cookies.clear()
     assert Person(client, "alice").id != alice.id
     assert alice.request("DELETE", "/chat/session").status_code == 204  # signing out frees "alice2"
     assert Person(client, "alice2").id != alice.id
