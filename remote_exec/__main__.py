@@ -46,7 +46,10 @@ def main() -> None:
     check_bind(args.host, args.allow_remote)
     load_policy(args.policy)  # a bad policy stops us here, not in every worker
     # Resolved here, so that every worker accepts the same operator token.
-    args.token = token_from_env(args.token)
+    try:
+        args.token = token_from_env(args.token)
+    except ValueError as exc:
+        parser.error(str(exc))
     generated = args.token is None
     if generated:
         args.token = new_token(24)

@@ -832,6 +832,19 @@ def login_text(base_url: str, token: str, generated: bool) -> list[str]:
     return [f"remote_exec: serving {page_url} (log in with the operator token you set)"]
 
 
-def token_from_env(explicit: str | None = None) -> str | None:
-    """``explicit`` (``--token``) if given, else ``$REMOTE_EXEC_TOKEN``, else ``None``."""
-    return explicit or os.environ.get(TOKEN_ENV) or None
+MIN_TOKEN = 16  # characters: remote_exec.auth.Auth refuses a shorter operator token
+
+
+def token_from_env(explicit: str | None = None, flag: str = "--token") -> str | None:
+    """``explicit`` (``--token``) if given, else ``$REMOTE_EXEC_TOKEN``, else ``None``.
+
+    A token too short to use is a ``ValueError`` whose message says where it came from and the
+    rule, for the ``python -m`` commands to print as one line (not a traceback at start-up)."""
+    token = explicit or os.environ.get(TOKEN_ENV) or None
+    if token is not None and len(token) < MIN_TOKEN:
+        source = flag if explicit else f"${TOKEN_ENV}"
+        raise ValueError(
+            f"the exec operator token from {source} has {len(token)} characters; it must have at least {MIN_TOKEN} "
+            "(or leave it unset to get a random one)"
+        )
+    return token

@@ -34,7 +34,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     check_workers(args.workers, args.backend)  # before anything is built
-    args.exec_token = remote_exec.token_from_env(args.exec_token)
+    try:
+        args.exec_token = remote_exec.token_from_env(args.exec_token, flag="--exec-token")
+    except ValueError as exc:
+        parser.error(str(exc))
     generated = {"exec": False, "dashboard": False}
     # Made here, once: with --workers every worker builds the app from these same args.
     if args.exec_token is None:

@@ -80,3 +80,27 @@ def test_a_bad_policy_file_stops_the_server_with_the_reason(tmp_path: Path) -> N
     )
     assert result.returncode != 0
     assert "unknown key runs.max_concurent" in result.stderr
+
+
+def test_a_short_token_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    """``REMOTE_EXEC_TOKEN=short`` (or ``--token``/``--exec-token``): exit 2 with the rule, for
+    ``python -m remote_exec`` and ``python -m showcase`` alike."""
+    env = {**os.environ, "REMOTE_EXEC_TOKEN": "short"}
+    data = str(tmp_path / "data")
+    commands = [["remote_exec"], ["showcase"], ["remote_exec", "--token", "tiny"], ["showcase", "--exec-token", "tiny"]]
+    for cmd in commands:
+        run = subprocess.run(
+            [sys.executable, "-m", *cmd, "--port", str(free_port()), "--data-dir", data],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert run.returncode == 2, (cmd, run.stderr)
+        assert "Traceback" not in run.stderr, run.stderr
+        source = cmd[-1] if len(cmd) > 1 else "$REMOTE_EXEC_TOKEN"
+        source = {"tiny": "--token" if cmd[0] == "remote_exec" else "--exec-token"}.get(source, source)
+        assert f"the exec operator token from {source} has" in run.stderr, run.stderr
+        assert "at least 16" in run.stderr
