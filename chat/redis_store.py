@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import secrets
@@ -158,11 +159,12 @@ class RedisStore(ChatStore):
         key = self.conn.key("secret")
         restored = await self.conn.text.set(key, self._secret.hex(), nx=True)
         current = bytes.fromhex(str(await self.conn.text.get(key)))
-        if not restored and current == self._secret:
+        same = hmac.compare_digest(current, self._secret)  # a key: no timing to learn it from
+        if not restored and same:
             return
         log.warning("the chat's Redis lost its data; restoring the default rooms and the session key")
         self._rooms.clear()
-        if current != self._secret:
+        if not same:
             self._secret = current
             if self.on_secret is not None:
                 self.on_secret(current)
