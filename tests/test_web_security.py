@@ -344,6 +344,17 @@ def _unsafe_operations(app: Litestar) -> list[tuple[str, str]]:
     return out
 
 
+def _app(name: str, tmp_path: Path) -> Litestar:
+    """One app alone, as its ``create_app`` builds it, with the tokens these tests use."""
+    return {
+        "basics": lambda: basics.create_app(),
+        "bidi": lambda: bidi.create_app(),
+        "chat": lambda: chat.create_app(tmp_path, secret=b"k" * 32),
+        "dashboard": lambda: dashboard.create_app(tmp_path, control_token=DASH_TOKEN, rules=[]),
+        "exec": lambda: remote_exec.create_app(tmp_path, token=EXEC_TOKEN),
+    }[name]()
+
+
 @pytest.mark.parametrize("name", ["basics", "bidi", "chat", "dashboard", "exec"])
 @pytest.mark.parametrize(
     "headers",
@@ -358,13 +369,7 @@ def _unsafe_operations(app: Litestar) -> list[tuple[str, str]]:
 )
 def test_every_state_changing_request_checks_origin(name: str, headers: dict[str, str], tmp_path: Path) -> None:
     """With valid credentials and a valid body, a cross-origin request is refused before it acts."""
-    app = {
-        "basics": lambda: basics.create_app(),
-        "bidi": lambda: bidi.create_app(),
-        "chat": lambda: chat.create_app(tmp_path, secret=b"k" * 32),
-        "dashboard": lambda: dashboard.create_app(tmp_path, control_token=DASH_TOKEN, rules=[]),
-        "exec": lambda: remote_exec.create_app(tmp_path, token=EXEC_TOKEN),
-    }[name]()
+    app = _app(name, tmp_path)
     operations = _unsafe_operations(app)
     assert operations
     with TestClient(app) as c:
@@ -391,13 +396,7 @@ def test_every_state_changing_request_refuses_a_form_body(name: str, ctype: str 
     """A cross-site ``<form>`` or no-cors fetch can send a JSON text as ``text/plain`` without a
     preflight; with valid credentials, same origin, and a valid JSON text, every route refuses it
     (415 naming the type it takes), so the Origin check is not the only barrier."""
-    app = {
-        "basics": lambda: basics.create_app(),
-        "bidi": lambda: bidi.create_app(),
-        "chat": lambda: chat.create_app(tmp_path, secret=b"k" * 32),
-        "dashboard": lambda: dashboard.create_app(tmp_path, control_token=DASH_TOKEN, rules=[]),
-        "exec": lambda: remote_exec.create_app(tmp_path, token=EXEC_TOKEN),
-    }[name]()
+    app = _app(name, tmp_path)
     with TestClient(app) as c:
         if name == "chat":
             c.post("/chat/session", json={"name": "type-check"}).raise_for_status()
