@@ -26,7 +26,6 @@ read-modify-write with a version check in the script (optimistic, retried on con
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -98,6 +97,7 @@ class RedisStore(ChatStore):
         self._rooms: set[str] = set()  # rooms are never deleted (but Redis may lose them: _watch)
         self._secret: bytes | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._closing = False
         # Called with the new signing key when another instance's replaced a lost one.
         self.on_secret: Callable[[bytes], None] | None = None
         self._scripts = {
@@ -106,10 +106,12 @@ class RedisStore(ChatStore):
         }
 
     async def close(self) -> None:
+        self._closing = True
         if self._watcher is not None:
+            # redis-py can swallow a cancel that lands while it opens a connection (see
+            # shared.backends.redis._io): the flag ends the loop then, and close never waits long.
             self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await asyncio.wait({self._watcher}, timeout=2)
         await self.conn.close()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -145,7 +147,7 @@ class RedisStore(ChatStore):
         await self._run("HELLO", [self._stream(LOBBY)], [dumps({"created_at": time.time()})])
 
     async def _watch(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(_WATCH)
             try:
                 await self._check_lost()
