@@ -45,6 +45,8 @@ import httpx
 import psutil
 
 from bench.load import raise_nofile, run_loop
+from bench.wire import ChunkedEvents
+from shared.decoder import Event
 
 HOST = "127.0.0.1"
 TOKEN_ENV = "BENCH_APP_TOKEN"
@@ -194,7 +196,7 @@ class SseClient(asyncio.Protocol):
     def __init__(self, request: bytes, consumer: Consumer) -> None:
         self.request = request
         self.consumer = consumer
-        self.parser = SseParser()
+        self.parser = ChunkedEvents()
         self.head = bytearray()
         self.in_body = False
         self.transport: asyncio.Transport | None = None
@@ -219,8 +221,8 @@ class SseClient(asyncio.Protocol):
                 self.close()
                 return
             self.opened.set_result(None)
-        for block in self.parser.feed(data):
-            self.consumer.feed(block, now)
+        for event in self.parser.feed(data):
+            self.consumer.feed(event, now)
         if self.parser.ended:
             self.close()
 
@@ -244,64 +246,13 @@ async def open_stream(path: str, port: int, headers: dict[str, str], consumer: C
     return client
 
 
-class SseParser:
-    """HTTP/1.1 chunked body in, complete SSE event blocks out (without their blank line)."""
-
-    def __init__(self) -> None:
-        self.raw = bytearray()
-        self.body = bytearray()
-        self.ended = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        raw = self.raw
-        raw += data
-        while True:
-            nl = raw.find(b"\r\n")
-            if nl < 0:
-                break
-            size = int(bytes(raw[:nl]).split(b";", 1)[0] or b"0", 16)
-            if size == 0:
-                self.ended = True
-                raw.clear()
-                break
-            if len(raw) < nl + 2 + size + 2:
-                break
-            self.body += raw[nl + 2 : nl + 2 + size]
-            del raw[: nl + 2 + size + 2]
-        body = self.body
-        out: list[bytes] = []
-        start = 0
-        while True:
-            cut = body.find(b"\n\n", start)
-            if cut < 0:
-                break
-            out.append(bytes(body[start:cut]))
-            start = cut + 2
-        if start:
-            del body[:start]
-        return out
-
-
-def fields(block: bytes) -> tuple[bytes, bytes, bytes]:
-    """``(event, id, data)`` of one block (our servers send at most one data line)."""
-    event = ident = data = b""
-    for line in block.split(b"\n"):
-        if line.startswith(b"data: "):
-            data = line[6:]
-        elif line.startswith(b"event: "):
-            event = line[7:]
-        elif line.startswith(b"id: "):
-            ident = line[4:]
-    return event, ident, data
-
-
 # -- what a connection checks ----------------------------------------------------------------------
 
 
 class Consumer(Protocol):
     ended: bool
 
-    def feed(self, block: bytes, now: float) -> None: ...
+    def feed(self, event: Event, now: float) -> None: ...
 
     def done(self) -> bool: ...
 
@@ -309,8 +260,8 @@ class Consumer(Protocol):
 
 
 # The text of a bench message is "t=<send time>"; its client_msg_id is "b<sender>-<n>".
-CHAT_MSG = re.compile(rb'^data: \{"id":(\d+),.*?"text":"t=([0-9.]+)","client_msg_id":"b(\d+)-(\d+)"', re.M)
-DASH_SEQ = re.compile(rb'"seq":(\d+),"interval":')
+CHAT_MSG = re.compile(r'^\{"id":(\d+),.*?"text":"t=([0-9.]+)","client_msg_id":"b(\d+)-(\d+)"')
+DASH_SEQ = re.compile(r'"seq":(\d+),"interval":')
 
 
 class ChatMember:
@@ -325,12 +276,12 @@ class ChatMember:
         self.next_n: dict[int, int] = {}
         self.latencies: list[float] = []
 
-    def feed(self, block: bytes, now: float) -> None:
-        if b"event: message\n" not in block:
-            if b"event: reset\n" in block:
+    def feed(self, ev: Event, now: float) -> None:
+        if ev.event != "message":
+            if ev.event == "reset":
                 self.resets += 1
             return  # presence, join, leave, typing, created
-        m = CHAT_MSG.search(block)
+        m = CHAT_MSG.match(ev.data)
         if m is None:
             return  # not one of ours
         mid, sender, n = int(m[1]), int(m[3]), int(m[4])
@@ -370,10 +321,10 @@ class DashViewer:
         self.snapshots = 0
         self.last_seq: int | None = None
 
-    def feed(self, block: bytes, now: float) -> None:
-        if block.startswith(b"event: metrics\n"):
-            at = block.rfind(b'"seq":')
-            m = DASH_SEQ.match(block, at) if at >= 0 else None
+    def feed(self, ev: Event, now: float) -> None:
+        if ev.event == "metrics":
+            at = ev.data.rfind('"seq":')
+            m = DASH_SEQ.match(ev.data, at) if at >= 0 else None
             if m is None:
                 self.order_errors += 1
                 return
@@ -391,9 +342,9 @@ class DashViewer:
                 self.lost += seq - self.last_seq - 1
             self.last_seq = seq
             self.frames += 1
-        elif block.startswith(b"event: snapshot\n"):
+        elif ev.event == "snapshot":
             self.snapshots += 1
-            m = DASH_SEQ.search(block)
+            m = DASH_SEQ.search(ev.data)
             if m is not None:
                 self.last_seq = int(m[1])
 
@@ -425,14 +376,14 @@ class ExecViewer:
         self.first_at = 0.0
         self.done_at = 0.0
 
-    def feed(self, block: bytes, now: float) -> None:
-        event, ident, data = fields(block)
-        if event in (b"stdout", b"stderr", b"exit"):
-            offset = int(ident[1:]) if ident.startswith(b"o") else -1
+    def feed(self, ev: Event, now: float) -> None:
+        event, ident, data = ev.event, ev.id or "", ev.data
+        if event in ("stdout", "stderr", "exit"):
+            offset = int(ident[1:]) if ident.startswith("o") else -1
             if offset <= self.last_offset:
                 self.order_errors += 1
             self.last_offset = max(self.last_offset, offset)
-        if event == b"stdout":
+        if event == "stdout":
             obj = json.loads(data)
             chunk = obj["text"].encode() if "text" in obj else base64.b64decode(obj["b64"])
             if not self.bytes:
@@ -440,12 +391,12 @@ class ExecViewer:
             self.bytes += len(chunk)
             if self.sha is not None:
                 self.sha.update(chunk)
-        elif event == b"exit":
+        elif event == "exit":
             self.exit = json.loads(data)
             self.done_at = now
-        elif event == b"truncated":
+        elif event == "truncated":
             self.truncated += 1
-        elif event == b"reset":
+        elif event == "reset":
             self.resets += 1
 
     def done(self) -> bool:

@@ -16,9 +16,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.load import run_loop
-
-REQ_RE = re.compile(rb'event: request\ndata: \{"jsonrpc":"2\.0","id":"([0-9a-f]+)"')
-SESSION_RE = re.compile(rb"event: session\ndata: (\{[^\n]+\})")
+from bench.wire import ChunkedEvents
 
 
 class HttpConn:
@@ -62,26 +60,21 @@ async def _responder(host: str, port: int, client_id: str, stop: asyncio.Event, 
     await reader.readuntil(b"\r\n\r\n")
     poster = HttpConn(host, port)
     token = None
-    buf = b""
+    events = ChunkedEvents()
     try:
         while not stop.is_set():
             data = await reader.read(1 << 16)
             if not data:
                 return
-            buf += data
-            if token is None:
-                m = SESSION_RE.search(buf)
-                if m is None:
-                    continue
-                token = json.loads(m.group(1))["token"]
-                counts[1] += 1
-            for m in REQ_RE.finditer(buf):
-                rid = m.group(1).decode()
-                body = b'{"jsonrpc":"2.0","id":"%s","result":{"ok":true}}' % rid.encode()
-                status, _ = await poster.post("/bidi/respond", body, {"Authorization": f"Bearer {token}"})
-                counts[0] += status == 200
-            cut = buf.rfind(b"\n\n")
-            buf = buf[cut + 2 :] if cut >= 0 else buf
+            for ev in events.feed(data):
+                if ev.event == "session":
+                    token = json.loads(ev.data)["token"]
+                    counts[1] += 1
+                elif ev.event == "request" and token is not None:
+                    rid = json.loads(ev.data)["id"]
+                    body = b'{"jsonrpc":"2.0","id":"%s","result":{"ok":true}}' % rid.encode()
+                    status, _ = await poster.post("/bidi/respond", body, {"Authorization": f"Bearer {token}"})
+                    counts[0] += status == 200
     finally:
         writer.close()
         if poster.writer is not None:

@@ -138,6 +138,9 @@ class SqliteBackend(Backend):
         seq = await self.db.read(lambda conn: latest_seq(conn, topic))
         return None if seq is None else self.format_id(seq)
 
+    def origin_id(self, topic: str) -> str:
+        return self.format_id(0)  # seqs start at 1
+
     async def listen(self, topic: str, after: str | None) -> AsyncIterator[list[Entry]]:
         cursor = self._seq(after) if after is not None else 0
         listener = _Listener()

@@ -485,9 +485,11 @@ class Hub:
             entries = await self.backend.read_after(topic, last_event_id, self.settings.replay_limit)
         except UnknownEventId as exc:
             latest = await self.backend.latest_id(topic)
-            reset = encode_json({"reason": exc.reason, "latest_id": latest}, event="reset", id=latest)
-            key = self.backend.order_key(latest) if latest else None
-            return [reset], key, latest
+            # An id to resume from even when the topic has none yet (its origin): without one a
+            # browser keeps the unresumable id and gets this reset on every reconnect.
+            resume = latest or self.backend.origin_id(topic)
+            reset = encode_json({"reason": exc.reason, "latest_id": latest}, event="reset", id=resume)
+            return [reset], self.backend.order_key(resume), resume
         key = self.backend.order_key(entries[-1].id if entries and entries[-1].id else last_event_id)
         last = entries[-1].id if entries else last_event_id
         return [_encode_entry(e) for e in entries], key, last
@@ -571,8 +573,11 @@ class Hub:
                     # log belong to the old one, so a client resuming from one must get a reset
                     # from the backend, not a replay from here.
                     t.index.clear()
-                reset = encode_json({"reason": exc.reason, "latest_id": after}, event="reset", id=after)
-                t.append(reset, after, backend.order_key(after) if after else None, window)
+                resume = after or backend.origin_id(t.name)
+                reset = encode_json({"reason": exc.reason, "latest_id": after}, event="reset", id=resume)
+                # No order key: every live subscriber gets it, whatever its cursor (an epoch's
+                # new ids may sort below the old ones).
+                t.append(reset, resume, backend.order_key(after) if after else None, window)
                 t.wake()
             except Exception:
                 log.exception("reader for topic %r failed; ending its streams so clients resume", t.name)

@@ -81,3 +81,60 @@ def test_a_finished_counted_stream_is_not_fetched_again(page: Page, server: Live
     assert [g for g in got if g[0] != "error"] == [["tick", "1"], ["tick", "2"], ["tick", "3"], ["done", "3"]]
     assert got[-1] == ["error", "2"]  # CLOSED: the browser has given up, as a 204 asks
     assert len(requests) <= 2, requests
+
+
+def test_after_a_restart_the_reset_gives_the_browser_an_id_to_resume_from(page: Page) -> None:
+    """Issue 16: a server restarted with an empty topic answers the old id with a ``reset``. It
+    carries the topic's origin id, so Chromium's EventSource stops sending the old, foreign id:
+    on the next reconnect it sends the new server's origin, not the id of a history long gone."""
+    from litestar import Litestar, MediaType, Request, get
+    from litestar.datastructures import State
+
+    from shared.responses import last_event_id, sse_response
+
+    seen: list[str | None] = []  # Last-Event-ID of every stream request, across restarts
+    hubs: list[Hub] = []
+
+    def factory() -> Litestar:
+        hub = Hub(MemoryBackend())  # a fresh history on every start
+        hubs.append(hub)
+
+        @get("/s", sync_to_thread=False)
+        def stream(request: Request) -> object:  # type: ignore[type-arg]
+            seen.append(request.headers.get("last-event-id"))
+            return sse_response(hub, "quiet", last_id=last_event_id(request), retry_ms=200)
+
+        @get("/", media_type=MediaType.HTML, sync_to_thread=False)
+        def home() -> str:
+            return "<!doctype html><title>t</title>"
+
+        async def publish_one() -> None:
+            if len(hubs) == 1:
+                await hub.publish("quiet", "from the first run")
+
+        return Litestar(
+            [stream, home],
+            state=State({"sse_hubs": [hub]}),  # so a stop ends the stream with `shutdown`
+            on_startup=[hub.start, publish_one],
+            on_shutdown=[hub.close],
+        )
+
+    with LiveServer(factory) as srv:
+        page.goto(srv.url + "/")
+        first_origin = hubs[0].backend.origin_id("quiet")  # replay from the start: the event above
+        page.evaluate(
+            """(origin) => { window.got = []; const es = new EventSource('/s?last_event_id=' + origin);
+                 es.onmessage = (e) => got.push(['message', e.lastEventId]);
+                 es.addEventListener('reset', (e) => got.push(['reset', e.lastEventId])); }""",
+            first_origin,
+        )
+        wait_until(lambda: len(page.evaluate("got")) == 1, what="the first run's event")
+        old_id = page.evaluate("got")[0][1]
+        srv.restart()  # new history: the topic is empty, the browser's id is foreign
+        wait_until(lambda: len(page.evaluate("got")) == 2, what="the reset")
+        kind, reset_id = page.evaluate("got")[1]
+        assert kind == "reset"
+        assert reset_id == hubs[1].backend.origin_id("quiet")
+        srv.restart()
+        wait_until(lambda: len(seen) >= 3, what="the reconnect after the second restart")
+    assert seen[:3] == [None, old_id, reset_id]  # the old id was sent once, then the reset's

@@ -109,6 +109,21 @@ async def test_unresumable_ids_give_one_reset(make_id: object, reason: str) -> N
         assert got[1] == ("message", live, "live")
 
 
+async def test_a_reset_on_an_empty_topic_carries_an_id_to_resume_from() -> None:
+    """Issue 16: after a restart the topic has no events yet; the reset still moves the client's
+    Last-Event-ID (to the topic's origin), so the next connection resumes instead of getting the
+    same reset again, and nothing published meanwhile is missed."""
+    async with Hub() as hub:
+        (got,) = await collect(hub, "t", 1, last_id="zzzzzz-7")
+        assert got[0] == "reset"
+        assert json.loads(got[2]) == {"reason": "foreign", "latest_id": None}
+        origin = got[1]
+        assert origin == hub.backend.origin_id("t")
+        first = await hub.publish("t", "first")  # while the client is away
+        (again,) = await collect(hub, "t", 1, last_id=origin)
+        assert again == ("message", first, "first")
+
+
 async def test_ephemeral_events_have_no_id_and_are_not_replayed() -> None:
     async with Hub() as hub:
         first = await hub.publish("t", "kept")

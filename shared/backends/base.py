@@ -67,6 +67,13 @@ class Backend(ABC):
         """The id of the newest stored event of ``topic``, ``None`` if it has none."""
 
     @abstractmethod
+    def origin_id(self, topic: str) -> str:
+        """The id just before this history's first event of ``topic``: resuming from it replays
+        everything still kept (or raises ``UnknownEventId("evicted")`` once the oldest events are
+        gone). A ``reset`` on a topic with no events carries it, so a browser that got one never
+        keeps sending an id from an older history (issue 16)."""
+
+    @abstractmethod
     def listen(self, topic: str, after: str | None) -> AsyncIterator[list[Entry]]:
         """Batches of entries stored after ``after`` (all kept ones if ``None``), then new ones as
         they are appended, ephemeral ones included. The hub passes ``latest_id()`` read just before,

@@ -409,6 +409,9 @@ class RedisBackend(Backend):
             self._eph_hints[topic] = (eph, now)
         return str(last[0][0]) if last else None
 
+    def origin_id(self, topic: str) -> str:
+        return _ZERO  # before any stream entry; see _verdict for a stream that does not exist yet
+
     async def read_after(self, topic: str, event_id: str, limit: int) -> list[Entry]:
         try:
             after = parse_stream_id(event_id)
@@ -709,6 +712,8 @@ def _info(exists: Any, info: Any) -> dict[str, Any] | None:
 
 def _verdict(info: Mapping[str, Any] | None, after: Key, *, exists: bool) -> ResetReason | None:
     """Can a reader resume right after ``after``? ``None`` if so, else why not."""
+    if info is None and after == (0, 0):
+        return None  # the origin of a topic with no events yet: nothing was missed
     if info is None or after > parse_stream_id(str(info["last-generated-id"])):
         return "unknown"  # no such stream (any more), or an id from the future
     if exists:
