@@ -369,7 +369,9 @@ async def _mirrored_stream(ex: ExecState, request: Request[Any, Any, Any], run_i
                 await backend.read_after(topic, resume, 0)
             except UnknownEventId as exc:
                 # Not an id of this run (or no longer kept): start over, as a single server does.
-                extra = encode_json({"reason": exc.reason, "latest_id": None}, event="reset")
+                extra = encode_json(
+                    {"reason": exc.reason, "latest_id": None}, event="reset", id=backend.origin_id(topic)
+                )
                 resume = None
             else:
                 if Cluster.ended(info) and resume == await backend.latest_id(topic):

@@ -70,7 +70,8 @@ async def run_events(
         first = encode(retry=3000) + prelude
         if reset:
             # The id was not one of this run's frame boundaries: start over from the beginning.
-            first += encode_json({"reason": "unknown", "latest_id": None}, event="reset")
+            # `o0` ("from the start"): the browser's next resume is one it can make, never the bad id.
+            first += encode_json({"reason": "unknown", "latest_id": None}, event="reset", id="o0")
         yield first
         pos = start
         shown_viewers = -1

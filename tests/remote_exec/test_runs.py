@@ -158,6 +158,7 @@ def test_unknown_last_event_id_gives_reset_then_everything(ex: ExecClient) -> No
     run = ex.start(argv=["echo", "from the top"])
     events = ex.all_events(run["id"], last_id="o3")  # not a frame boundary
     assert [e.event for e in events][:2] == ["run", "reset"]
+    assert events[1].id == "o0"  # the next resume is one the server can make: from the start
     assert output(events) == b"from the top\n"
 
 

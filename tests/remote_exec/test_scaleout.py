@@ -163,6 +163,7 @@ def test_a_viewer_resumes_on_either_instance_without_loss_or_duplicates(
     # An id that is not one of this run's: a reset, then everything from the start.
     reset = c2.all_events(rid, last_id="o123")
     assert [e.event for e in reset[:2]] == ["run", "reset"]
+    assert reset[1].id  # an id to resume from, never the bad one kept
     assert output(reset) == expected
     # The raw output, from instance 2, which has no log file of this run: from the topic.
     raw = c2.http.get(f"/exec/runs/{rid}/output")
