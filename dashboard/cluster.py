@@ -10,6 +10,8 @@ wherever the page last reconnected), and writes the audit record itself. With on
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Any
 
 from litestar.exceptions import ClientException
@@ -45,6 +47,8 @@ class Cluster:
         self.sampler = sampler
         self.commander = commander
         self.audit = audit
+        # host -> the routed prelude call in flight (see remote_prelude)
+        self._preludes: dict[str, asyncio.Task[Any]] = {}
         for method, fn in (
             (PRELUDE, self._prelude),
             (SNAPSHOT, self._snapshot),
@@ -65,14 +69,32 @@ class Cluster:
 
     async def remote_prelude(self, host: str) -> tuple[bytes, str | None]:
         """``hosts``, ``snapshot`` and ``history`` of a host this instance does not own, and the id
-        of its topic's latest stored event at that moment (to stream from, without a gap)."""
-        got = await self.router.call(self.hosts.owner(host), PRELUDE)
+        of its topic's latest stored event at that moment (to stream from, without a gap).
+
+        Viewers arriving together share one routed call (issue 13.5: 500 at once on a non-owner
+        were 500 calls through one Redis pool, and some waited past the pool's timeout). Sharing
+        is safe: the answer is at most one round trip older than the request, and the stream
+        replays every stored event after its ``last_id``.
+        """
+        task = self._preludes.get(host)
+        if task is None:
+            task = asyncio.ensure_future(self.router.call(self.hosts.owner(host), PRELUDE))
+            self._preludes[host] = task
+            task.add_done_callback(functools.partial(self._prelude_done, host))
+        # Shielded: a viewer that goes away does not cancel the call the others wait for.
+        got = await asyncio.shield(task)
         body = (
             self.hosts_event()
             + encode_json(got["snapshot"], event="snapshot")
             + encode_json(got["history"], event="history")
         )
         return body, got.get("last_id")
+
+    def _prelude_done(self, host: str, task: asyncio.Task[Any]) -> None:
+        if self._preludes.get(host) is task:
+            del self._preludes[host]
+        if not task.cancelled():
+            task.exception()  # retrieved: every viewer that waited has gone, nobody else will
 
     async def snapshot(self, host: str) -> Any:
         return await self.router.call(self.hosts.owner(host), SNAPSHOT)
