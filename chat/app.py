@@ -17,7 +17,7 @@ from litestar.response import File
 
 from shared.apps import app_defaults
 from shared.backends.redis import RedisBackend
-from shared.errors import error_response
+from shared.errors import Unprocessable, error_response, storage_trouble
 from shared.hub import Hub, HubSettings
 from shared.openapi import FileOperation
 from shared.pages import static_router
@@ -47,17 +47,19 @@ async def page() -> File:
     return File(STATIC / "chat.html", content_disposition_type="inline", media_type="text/html")
 
 
-def _rule_error(_: Request[Any, Any, Any], exc: RuleError) -> Response[dict[str, Any]]:
+def _rule_error(request: Request[Any, Any, Any], exc: RuleError) -> Response[dict[str, Any]]:
     # Input that breaks a documented rule: 422, with the rule in the message.
-    return Response({"status_code": 422, "detail": str(exc)}, status_code=422)
+    return error_response(request, Unprocessable(str(exc)))
 
 
-def _database_error(_: Request[Any, Any, Any], exc: sqlite3.OperationalError) -> Response[dict[str, Any]]:
+def _database_error(request: Request[Any, Any, Any], exc: sqlite3.OperationalError) -> Response[dict[str, Any]]:
     # Locked past the busy timeout, disk full, file gone: nothing was written (the transaction
     # rolled back), so a 503 tells clients to retry; the page's sends do, with the same ids.
+    if storage_trouble(exc) is not None:
+        return error_response(request, exc)  # "the server's disk is full...", Retry-After
     log.error("chat database error: %s", exc)
     detail = "the chat database is unavailable right now; retry shortly"
-    return Response({"status_code": 503, "detail": detail}, status_code=503, headers={"Retry-After": "1"})
+    return error_response(request, ServiceUnavailableException(detail, headers={"Retry-After": "1"}))
 
 
 class _RedisErrors:

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from shared.datadir import private_file
+
 __all__ = ["Database"]
 
 T = TypeVar("T")
@@ -111,7 +113,7 @@ class Database:
     async def open(self) -> None:
         if self._writer is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600, before SQLite makes it (its -wal and -shm follow)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="chat-db-write")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="chat-db-read")
         loop = asyncio.get_running_loop()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from litestar.exceptions import ClientException
 
+from shared.datadir import private_dir
+
 from .model import StoredFile
 
 __all__ = ["FileStore", "Files", "drain", "file_type", "new_file_id", "sniff_image", "too_large"]
@@ -106,7 +108,7 @@ class FileStore(Files):
         if announced is not None and announced > self.max_bytes:
             await drain(chunks, self.max_bytes * 4)
             raise too_large(self.max_bytes)
-        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_dir, self.root)
         file_id = new_file_id()
         final = self.root / file_id
         partial = self.root / f".{file_id}.part"

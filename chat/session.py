@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.datadir import private_dir
+
 __all__ = ["COOKIE", "Session", "SessionSigner", "User", "load_or_create_key", "new_session_id", "new_user_id"]
 
 COOKIE = "chat_session"
@@ -55,7 +57,7 @@ def load_or_create_key(path: Path) -> bytes:
         return bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     key = secrets.token_bytes(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

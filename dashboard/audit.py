@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.datadir import private_file
+
 __all__ = ["AuditLog", "AuditRecord"]
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600: who did what to which process is not for every local user
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=5000")

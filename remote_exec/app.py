@@ -34,6 +34,7 @@ from litestar.response import File, Stream
 
 from shared.apps import app_defaults
 from shared.backends import Backend, BackendUnavailable, MemoryBackend, UnknownEventId, from_url
+from shared.datadir import private_dir
 from shared.encoding import encode_json
 from shared.errors import errors
 from shared.hub import HubSettings
@@ -179,7 +180,7 @@ async def page() -> File:
     return File(STATIC / "exec.html", content_disposition_type="inline", media_type="text/html")
 
 
-@post("/exec/login", status_code=200, raises=errors(401, 403, 413))
+@post("/exec/login", status_code=200, raises=errors(401, 403, 413, 503))
 async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], state: State) -> Response[dict[str, Any]]:
     """Exchange a token for an HttpOnly session cookie (the page does this once)."""
     ex = _exec(state)
@@ -727,7 +728,7 @@ def create_app(
     runner.on_change = announce
 
     def open_store() -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         store.open()
         lost[:] = runner.recover()
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import psutil
 
+from shared.datadir import private_dir
+
 from .mirror import RunMirror
 from .policy import Policy
 from .runlog import RunLog
@@ -202,7 +204,7 @@ class Runner:
     def recover(self) -> list[str]:
         """Mark runs left "running" by a server that died as ``lost`` (ending any process of theirs
         still alive) and close their logs with an exit frame. Returns their ids."""
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.runs_dir)
         lost = []
         for row in self.store.running_runs():
             if self.is_orphan is not None and not self.is_orphan(row):
@@ -237,7 +239,7 @@ class Runner:
         running = len(self.live)
         if running >= self.policy.max_concurrent:
             raise TooManyRuns(f"{running} runs are running: the policy allows {self.policy.max_concurrent} at a time")
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.runs_dir)
         run_id = self.id_prefix + secrets.token_hex(6)
         row = RunRow(
             id=run_id,
@@ -269,7 +271,14 @@ class Runner:
         run = LiveRun(
             row, RunLog(self.log_path(run_id), writable=True, on_append=mirror.put if mirror else None), mirror=mirror
         )
-        self.store.insert_run(row)
+        try:
+            self.store.insert_run(row)
+        except BaseException:
+            # Not started, so not kept (a full disk fails the insert): its log file and fd go too.
+            run.log.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path(run_id))
+            raise
         self.live[run_id] = run
         try:
             await self._spawn(run, req)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.datadir import private_file
+
 __all__ = ["RunRow", "Store"]
 
 _SCHEMA = """
@@ -165,7 +167,7 @@ class Store:
     def open(self) -> None:
         if self._db is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600: argv, tokens' hashes and the audit are the operator's
         # The connection is made on the server's loop thread and only used there.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row

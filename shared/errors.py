@@ -9,7 +9,11 @@ That is what Litestar answers for its own exceptions; this module closes the gap
   JSON decoding as ``UnicodeDecodeError`` / ``RecursionError``: a 500 for the client's mistake;
 - a validation error says only "Validation failed for POST /x"; the reason hides in ``extra``;
 - an unexpected exception is answered 500 but logged nowhere unless the app runs in debug mode;
-- the app's ``response_headers`` (CSP, nosniff...) are not added to error responses.
+- the app's ``response_headers`` (CSP, nosniff...) are not added to error responses;
+- a full disk or a read-only data directory (``sqlite3.OperationalError``, ``OSError`` ENOSPC/
+  EROFS, from any store) was a 500: it is the server's trouble, not a bug, and the client may
+  retry, so it is **503** with ``Retry-After`` (nothing was stored; the client's message is not lost
+  if it retries with the same ``client_msg_id``).
 
 Every app passes ``exception_handlers=error_handlers()``, ``request_class=JSONRequest`` and
 ``middleware=[complete_allow]``, and lists the statuses each handler answers with
@@ -18,7 +22,9 @@ Every app passes ``exception_handlers=error_handlers()``, ``request_class=JSONRe
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -163,6 +169,39 @@ def _too_large(request: Request[Any, Any, Any]) -> str:
     return f"the request body is too large: this endpoint takes at most {size}"
 
 
+STORAGE_RETRY_AFTER_S = 30
+
+# SQLite's words for the same troubles (its error codes are not on the exception in 3.11's
+# module for every path, its messages are stable): SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR.
+_SQLITE_STORAGE = {
+    "database or disk is full": "the server's disk is full",
+    "attempt to write a readonly database": "the server's data directory is read-only",
+    "disk i/o error": "the server's disk failed a write",
+}
+_OS_STORAGE = {
+    errno.ENOSPC: "the server's disk is full",
+    errno.EDQUOT: "the server's disk quota is used up",
+    errno.EROFS: "the server's data directory is read-only",
+}
+
+
+def storage_trouble(exc: BaseException) -> str | None:
+    """What a full or read-only disk looks like to a user, if ``exc`` (or its cause) is one."""
+    seen: BaseException | None = exc
+    for _ in range(3):  # the exception, then what it was raised from
+        if seen is None:
+            return None
+        if isinstance(seen, sqlite3.OperationalError):
+            text = str(seen).lower()
+            for words, says in _SQLITE_STORAGE.items():
+                if words in text:
+                    return says
+        elif isinstance(seen, OSError) and seen.errno in _OS_STORAGE:
+            return _OS_STORAGE[seen.errno]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """The JSON answer for any exception: its status and detail, or a logged 500."""
     if isinstance(exc, HTTPException):
@@ -171,6 +210,11 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
             detail = _explain(exc)
         elif isinstance(exc, RequestEntityTooLarge) and detail == RequestEntityTooLarge.detail:
             detail = _too_large(request)
+    elif (trouble := storage_trouble(exc)) is not None:
+        log.error("%s %s: %s (%s)", request.method, request.url.path, trouble, exc)  # one line, no traceback
+        status, extra = 503, None
+        detail = f"{trouble}: nothing was stored; try again later"
+        headers = {"Retry-After": str(STORAGE_RETRY_AFTER_S)}
     else:
         log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
         status, detail, headers, extra = 500, "Internal Server Error", None, None

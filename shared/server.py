@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - without httptools, uvicorn uses h11
 
     _HTTPTOOLS = False  # h11 bounds the head itself (h11_max_incomplete_event_size), not its time
 
+from .datadir import DataDirError, usable_dir
 from .head import HeadAsGet
 from .hosts import HostCheck
 from .hosts import allowed_hosts as hosts_allowed
@@ -403,11 +404,23 @@ def check_bind(host: str, allow_remote: bool) -> None:
         )
 
 
+def _data_dir(value: str) -> Path:
+    try:
+        return usable_dir(value)
+    except DataDirError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None  # one line, exit 2
+
+
 def base_parser(prog: str, description: str, default_port: int = 8000) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=default_port, help=f"port (default: {default_port})")
-    parser.add_argument("--data-dir", type=Path, default=Path(".data"), help="where SQLite files go (default: ./.data)")
+    parser.add_argument(
+        "--data-dir",
+        type=_data_dir,
+        default=".data",  # a string, so argparse checks it with _data_dir too
+        help="where SQLite files and keys go, readable by this user only (default: ./.data)",
+    )
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     parser.add_argument(
         "--allowed-hosts",

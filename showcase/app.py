@@ -12,6 +12,7 @@ import chat
 import dashboard
 import remote_exec
 from shared.backends import from_url
+from shared.datadir import private_dir
 from shared.errors import complete_allow, error_handlers
 from shared.hub import Hub
 from shared.mount import Mounts
@@ -52,7 +53,7 @@ class Settings:
 def create_app(settings: Settings | None = None) -> Mounts:
     """All apps on one ASGI callable. Each keeps its own hub, database files and lifespan."""
     s = settings or Settings()
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.data_dir)
     apps: dict[str, Litestar] = {
         "/basics": basics.create_app(Hub(from_url(s.backend_url))),
         "/bidi": bidi.create_app(Hub(from_url(s.backend_url))),
