@@ -18,6 +18,7 @@ from litestar.response import File
 from shared.apps import app_defaults
 from shared.backends.redis import RedisBackend
 from shared.errors import Unprocessable, error_response, storage_trouble
+from shared.health import health_routes
 from shared.hub import Hub, HubSettings
 from shared.openapi import FileOperation
 from shared.pages import static_router
@@ -144,6 +145,7 @@ def create_app(
     handlers.update(dict.fromkeys(UNAVAILABLE, _RedisErrors()))
     return Litestar(
         route_handlers=[
+            *health_routes(),
             page,
             *routes_session.handlers,
             *routes_rooms.handlers,

@@ -31,6 +31,7 @@ from shared.apps import app_defaults
 from shared.correlation import Correlator
 from shared.encoding import encode_json
 from shared.errors import errors
+from shared.health import health_routes
 from shared.hub import Hub, Subscription
 from shared.openapi import JSONRPC_RESPONSE, FileOperation, read_body
 from shared.pages import static_router, vendor_router
@@ -273,6 +274,7 @@ def create_app(
     cluster = Cluster(router, hosts, sampler, commander, audit)
     return Litestar(
         route_handlers=[
+            *health_routes(),
             page,
             events,
             snapshot,

@@ -37,6 +37,7 @@ from shared.backends import Backend, BackendUnavailable, MemoryBackend, UnknownE
 from shared.datadir import private_dir
 from shared.encoding import encode_json
 from shared.errors import errors
+from shared.health import health_routes
 from shared.hub import HubSettings
 from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
@@ -324,7 +325,7 @@ async def get_run(run_id: FromPath[str], state: State) -> dict[str, Any]:
 async def run_stream(request: Request[Any, Any, Any], run_id: FromPath[str], state: State) -> Response[Any]:
     """The run's output from the start (or from Last-Event-ID), live, then ``exit``."""
     ex = _exec(state)
-    if ex.hub.closing:
+    if not ex.hub.accepting:
         raise ServiceUnavailableException("server is shutting down; reconnect shortly", headers={"Retry-After": "1"})
     if ex.cluster is not None:
         return await _mirrored_stream(ex, request, run_id)
@@ -775,6 +776,7 @@ def create_app(
         hub.before_close = [runner.shutdown, cluster.router.close]
     return Litestar(
         route_handlers=[
+            *health_routes(),
             page,
             login,
             logout,

@@ -392,6 +392,15 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
         self.closing = False
+        # Set when the server starts to stop with a drain period (shared.health): new streams
+        # are refused with 503 (a load balancer sends them elsewhere), open ones carry on until
+        # close() ends them.
+        self.draining = False
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a new stream may open here (not draining, not shut down)."""
+        return not (self.closing or self.draining)
 
     # -- lifetime -------------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ def sse_response(
     later with ``sub.close()``); ``farewell`` may give a last event when it was ended that way.
     ``on_close`` runs when the stream ends for any reason, the client vanishing included.
     """
-    if hub.closing:
+    if not hub.accepting:
         # Refuse before any header is sent, so the client retries (and lands on the new server).
         raise ServiceUnavailableException("server is shutting down; reconnect shortly", headers={"Retry-After": "1"})
     subs: list[Subscription] = []

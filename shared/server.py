@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - without httptools, uvicorn uses h11
 
 from .datadir import DataDirError, usable_dir
 from .head import HeadAsGet
+from .health import HEALTH, Health
 from .hosts import HostCheck
 from .hosts import allowed_hosts as hosts_allowed
 from .limits import ABORT_CONNECTION
@@ -68,6 +69,7 @@ __all__ = [
 BACKEND_ENV = "SSE_BACKEND"
 # --allowed-hosts when not given.
 ALLOWED_HOSTS_ENV = "SSE_ALLOWED_HOSTS"
+DRAIN_ENV = "SSE_DRAIN_SECONDS"
 # How a worker process learns which app to build, and with which arguments (see serve_build).
 _BUILD_ENV = "SSE_WORKER_BUILD"
 _ARGS_ENV = "SSE_WORKER_ARGS"
@@ -133,10 +135,19 @@ class Server(uvicorn.Server):
     """
 
     def __init__(
-        self, config: uvicorn.Config, app: Any, *, send_buffer: int | None = SEND_BUFFER, tune_gc: bool = False
+        self,
+        config: uvicorn.Config,
+        app: Any,
+        *,
+        send_buffer: int | None = SEND_BUFFER,
+        tune_gc: bool = False,
+        drain_seconds: float = 0.0,
     ) -> None:
         super().__init__(config)
         self._app = app
+        # On a stop: not ready and no new streams at once, open streams ended this much later.
+        self.drain_seconds = drain_seconds
+        self.health = Health(lambda: [item for group in app_hubs(self.served_app()) for item in group])
         self.send_buffer = send_buffer
         # Process-wide (see tune_gc): for a server that owns its process, not one run in a test.
         self.tune_gc = tune_gc
@@ -151,6 +162,7 @@ class Server(uvicorn.Server):
         self._by_client = weakref.WeakValueDictionary()
         # uvicorn copies the lifespan state into every request's scope["state"].
         self.lifespan.state[ABORT_CONNECTION] = self.abort_connection
+        self.lifespan.state[HEALTH] = self.health
         await super().startup(sockets)
         if self.tune_gc:
             tune_gc()
@@ -191,8 +203,13 @@ class Server(uvicorn.Server):
         return self._app if self._app is not None else getattr(self.config, "loaded_app", None)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # Apps side by side; within an app, in the order it listed (a router says goodbye
-        # through its hub, so it goes first).
+        # Not ready first (/readyz 503, new streams 503), still serving everything open...
+        self.health.drain()
+        if self.drain_seconds > 0:
+            log.info("draining for %.1f s: not ready, refusing new streams, open ones carry on", self.drain_seconds)
+            await asyncio.sleep(self.drain_seconds)
+        # ...then the streams end with `shutdown` and a retry hint. Apps side by side; within an
+        # app, in the order it listed (a router says goodbye through its hub, so it goes first).
         await asyncio.gather(*(_close_in_order(group) for group in app_hubs(self.served_app())))
         await super().shutdown(sockets)
 
@@ -386,9 +403,10 @@ def make_config(
     return config
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
-    """Blocking: serve ``app`` until Ctrl-C / SIGTERM, closing SSE streams first on the way out."""
-    Server(make_config(app, host, port, **kwargs), app, tune_gc=True).run()
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, *, drain_seconds: float = 0.0, **kwargs: Any) -> None:
+    """Blocking: serve ``app`` until Ctrl-C / SIGTERM, closing SSE streams first on the way out
+    (after ``drain_seconds`` of being not ready, see :mod:`shared.health`)."""
+    Server(make_config(app, host, port, **kwargs), app, tune_gc=True, drain_seconds=drain_seconds).run()
 
 
 def check_bind(host: str, allow_remote: bool) -> None:
@@ -402,6 +420,16 @@ def check_bind(host: str, allow_remote: bool) -> None:
             f"refusing to listen on {host!r}: it is not a loopback address. "
             "Pass --allow-remote if you really mean to expose this server (and put TLS in front)."
         )
+
+
+def _drain_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 <= seconds <= 600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 600 seconds, not {value}")
+    return seconds
 
 
 def _data_dir(value: str) -> Path:
@@ -448,6 +476,13 @@ def base_parser(prog: str, description: str, default_port: int = 8000) -> argpar
         default="127.0.0.1",
         help="with --proxy-headers: the proxy addresses to trust, comma-separated (default: 127.0.0.1)",
     )
+    parser.add_argument(
+        "--drain-seconds",
+        type=_drain_seconds,
+        default=os.environ.get(DRAIN_ENV) or "0",
+        help="on SIGTERM, stay up this long not ready (/readyz 503, new streams 503) before ending the "
+        f"open streams, so a load balancer moves clients away first (default: ${DRAIN_ENV}, else 0)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -487,7 +522,13 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
         print(line, flush=True)
     try:
         serve(
-            app, args.host, args.port, log_level=args.log_level, allowed_hosts=extra_hosts(args), **proxy_options(args)
+            app,
+            args.host,
+            args.port,
+            log_level=args.log_level,
+            allowed_hosts=extra_hosts(args),
+            drain_seconds=getattr(args, "drain_seconds", 0.0),
+            **proxy_options(args),
         )
     except KeyboardInterrupt:
         pass  # a second Ctrl-C during shutdown: uvicorn already said what it was doing
@@ -529,10 +570,10 @@ def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = (
     )
     for line in extra:
         print(line, flush=True)
-    _supervise(config, workers)
+    _supervise(config, workers, getattr(args, "drain_seconds", 0.0))
 
 
-def _supervise(config: uvicorn.Config, workers: int) -> None:
+def _supervise(config: uvicorn.Config, workers: int, drain_seconds: float = 0.0) -> None:
     """Run ``workers`` processes of our :class:`Server` on one socket; restart any that dies.
 
     uvicorn's own supervisor would run its plain ``Server`` in the workers, which waits for open
@@ -541,7 +582,7 @@ def _supervise(config: uvicorn.Config, workers: int) -> None:
     from uvicorn._subprocess import get_subprocess
 
     sock = config.bind_socket()
-    server = Server(config, None)
+    server = Server(config, None, drain_seconds=drain_seconds)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -574,7 +615,7 @@ def _supervise(config: uvicorn.Config, workers: int) -> None:
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)  # each worker ends its streams, then exits
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10 + drain_seconds
         for proc in procs:
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():

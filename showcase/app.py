@@ -14,6 +14,7 @@ import remote_exec
 from shared.backends import from_url
 from shared.datadir import private_dir
 from shared.errors import complete_allow, error_handlers
+from shared.health import health_routes
 from shared.hub import Hub
 from shared.mount import Mounts
 from shared.pages import static_router
@@ -33,7 +34,7 @@ async def index() -> File:
 
 def create_index_app() -> Litestar:
     return Litestar(
-        route_handlers=[index, static_router("", STATIC, name="index-static")],
+        route_handlers=[*health_routes(), index, static_router("", STATIC, name="index-static")],
         response_headers=SECURITY_HEADERS,
         exception_handlers=error_handlers(),
         middleware=[complete_allow],

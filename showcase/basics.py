@@ -31,6 +31,7 @@ from shared.apps import app_defaults
 from shared.backends import BackendUnavailable
 from shared.encoding import encode, encode_json
 from shared.errors import errors
+from shared.health import health_routes
 from shared.hub import Hub
 from shared.openapi import FileOperation
 from shared.pages import static_router
@@ -191,6 +192,7 @@ def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> Litestar:
     ticker = Ticker(hub, router, interval)
     return Litestar(
         route_handlers=[
+            *health_routes(),
             page,
             events,
             set_interval,

@@ -30,6 +30,7 @@ from shared import jsonrpc
 from shared.apps import app_defaults
 from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient
 from shared.errors import errors
+from shared.health import health_routes
 from shared.hub import Hub
 from shared.openapi import JSONRPC_RESPONSE, FileOperation, read_body
 from shared.pages import static_router
@@ -172,7 +173,15 @@ def create_app(
     )
     lifespan = _Lifespan(hub, correlator, router)
     return Litestar(
-        route_handlers=[page, events, respond, trigger, clients, static_router("/bidi", STATIC, name="bidi-static")],
+        route_handlers=[
+            *health_routes(),
+            page,
+            events,
+            respond,
+            trigger,
+            clients,
+            static_router("/bidi", STATIC, name="bidi-static"),
+        ],
         # Closed as soon as shutdown begins (shared.server closes everything in `sse_hubs` before
         # uvicorn waits for open requests): a trigger still waiting then gets a clear 503 at
         # once, not a 500 when uvicorn gives up waiting.

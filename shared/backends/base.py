@@ -66,6 +66,13 @@ class Backend(ABC):
     async def latest_id(self, topic: str) -> str | None:
         """The id of the newest stored event of ``topic``, ``None`` if it has none."""
 
+    async def ping(self) -> None:  # noqa: B027 - in-process backends are always there
+        """Raise ``BackendUnavailable`` if the backend cannot be reached now (``/readyz``)."""
+
+    def describe(self) -> str:
+        """A short name for health reports: ``memory``, ``redis at host:port``."""
+        return type(self).__name__.removesuffix("Backend").lower()
+
     @abstractmethod
     def origin_id(self, topic: str) -> str:
         """The id just before this history's first event of ``topic``: resuming from it replays

@@ -409,6 +409,15 @@ class RedisBackend(Backend):
             self._eph_hints[topic] = (eph, now)
         return str(last[0][0]) if last else None
 
+    async def ping(self) -> None:
+        try:
+            await self._io(self._client().ping())
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(f"Redis at {self._where} is unavailable ({exc})") from exc
+
+    def describe(self) -> str:
+        return f"redis at {self._where}"
+
     def origin_id(self, topic: str) -> str:
         return _ZERO  # before any stream entry; see _verdict for a stream that does not exist yet
 
