@@ -29,6 +29,7 @@ __all__ = ["LoginSession", "LoginSessions", "SqliteSessions", "session_key"]
 
 MAX_AGE = 12 * 3600.0
 IDLE = 12 * 3600.0
+MAX_SECONDS = 365 * 24 * 3600.0
 
 
 def session_key(secret: str) -> str:
@@ -54,8 +55,8 @@ class LoginSessions(ABC):
     """Where login sessions live: ``add`` at log-in, ``get`` on each request, ``revoke`` at log-out."""
 
     def __init__(self, *, max_age: float = MAX_AGE, idle: float = IDLE) -> None:
-        if max_age <= 0 or idle <= 0:
-            raise ValueError("login sessions need a positive max_age and idle time")
+        if not (0 < max_age <= MAX_SECONDS and 0 < idle <= MAX_SECONDS):
+            raise ValueError(f"a login's max_age and idle time must be more than 0 and at most {MAX_SECONDS:g} s")
         self.max_age = max_age
         self.idle = idle
 

@@ -72,3 +72,18 @@ def test_a_wrong_login_flood_from_one_address_does_not_lock_out_another(tmp_path
             assert r.status_code == 429, r.text
             assert "throttled per client address" in r.json()["detail"]
             assert 1 <= int(r.headers["retry-after"]) <= 60
+
+
+@pytest.mark.parametrize("flag", ["--login-hours", "--login-idle-hours"])
+def test_login_lifetime_flags_are_checked(flag: str) -> None:
+    """A bad lifetime is one line naming the flag and its range, exit 2 (not a traceback)."""
+    import subprocess
+    import sys
+
+    for value in ("0", "inf", "-1"):
+        done = subprocess.run(
+            [sys.executable, "-m", "dashboard", flag, value], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"{flag} must be more than 0 and at most 8760" in done.stderr
+        assert "Traceback" not in done.stderr
