@@ -116,3 +116,22 @@ def test_the_sqlite_file_is_private(tmp_path: Path) -> None:
     for path in [tmp_path / "new" / "logins.sqlite3", *(tmp_path / "new").glob("logins.sqlite3-*")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+async def test_an_unreachable_redis_is_503_not_logged_in() -> None:
+    """Fail closed, and fast: a port nobody listens on."""
+    from litestar.exceptions import ServiceUnavailableException
+
+    from tests.rig import free_port
+
+    store = RedisSessions(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        began = time.monotonic()
+        with pytest.raises(ServiceUnavailableException) as info:
+            await store.get(session_key("anything"))
+        assert time.monotonic() - began < 3
+        assert info.value.status_code == 503
+        assert "Redis is unreachable" in info.value.detail
+        assert info.value.headers == {"Retry-After": "2"}
+    finally:
+        await store.close()
