@@ -10,8 +10,8 @@ only on an explicit yes. No answer in time, a "no", or the page going away: noth
 
 Only a person logged in can confirm (issue 14.1): the page session must have been opened with a
 live login cookie (``session_events`` notes which), and for a browser's command with the *same*
-login that sent it, so a cookie alone cannot open a page session of its own and say yes to
-itself, and no other login's page answers for it. The login must still be live when the yes
+login that sent it, so a page session opened without that login (an anonymous one, as curl
+opens, or another login's) cannot say yes for it. The login must still be live when the yes
 arrives (a log-out in between: nothing is done). The audit row names both sessions.
 
 With several instances (issue 7) the command runs on the instance that owns the host, while the
