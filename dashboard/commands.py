@@ -206,11 +206,17 @@ class Commander:
             raise Refused(403, "refused", f"not done: page session {cmd.client_id!r} was not opened by a login; {rule}")
         if actor.via == "cookie" and login != actor.session:
             raise Refused(403, "refused", f"not done: page session {cmd.client_id!r} belongs to another login; {rule}")
-        if await self.auth.live(login) is None:
+        if not await self._live(login):
             raise Refused(
                 403, "refused", f"not done: the login that opened page session {cmd.client_id!r} has ended; {rule}"
             )
         return login
+
+    async def _live(self, key: str) -> bool:
+        try:
+            return await self.auth.live(key) is not None
+        except HTTPException as exc:  # the sessions' Redis is unreachable: nothing is done
+            raise Refused(503, "unanswered", f"not done: the login could not be checked ({exc.detail})") from None
 
     async def _settings(self, cmd: Command, actor: Actor) -> str:
         s = self.sampler
@@ -262,7 +268,7 @@ class Commander:
             raise Refused(409, "declined", "not done: the operator did not confirm")
         # A log-out (or expiry) while the question was open: the yes no longer counts.
         for key in dict.fromkeys((run.confirmer, run.actor.session)):
-            if key is not None and await self.auth.live(key) is None:
+            if key is not None and not await self._live(key):
                 raise Refused(403, "refused", "not done: the login ended (logged out or expired) before the answer")
         run.confirmed = True
 
