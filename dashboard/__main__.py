@@ -1,5 +1,6 @@
 """``python -m dashboard [--port 8000] [--control-token T] [--interval 1] [--host-name NAME]
-[--backend redis://... [--workers N]]``: the dashboard alone, for one host or several."""
+[--backend redis://... [--workers N]] [--login-hours 12] [--login-idle-hours 12]``: the dashboard
+alone, for one host or several."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def build(args: argparse.Namespace) -> Litestar:
         interval=args.interval,
         hub=Hub(from_url(args.backend)),
         host_name=args.host_name,
+        login_max_age=args.login_hours * 3600,
+        login_idle=args.login_idle_hours * 3600,
     )
     app.state.control_token_generated = args.control_token_generated
     return app
@@ -44,7 +47,16 @@ def main() -> None:
         help="the name this instance's host is listed under (default: the machine's name); instances on one "
         "--backend redis://... show each other's hosts",
     )
+    parser.add_argument(
+        "--login-hours", type=float, default=12.0, help="a page's log-in lasts at most this long (default: 12)"
+    )
+    parser.add_argument(
+        "--login-idle-hours", type=float, default=12.0, help="and ends when unused this long (default: 12)"
+    )
     args = parser.parse_args()
+    for flag, value in (("--login-hours", args.login_hours), ("--login-idle-hours", args.login_idle_hours)):
+        if not 0 < value <= 8760:
+            parser.error(f"{flag} must be more than 0 and at most 8760 (a year), not {value:g}")
     # Made here, once: every worker builds its app from these args, and they must agree on it.
     args.control_token_generated = args.control_token is None
     if args.control_token is None:

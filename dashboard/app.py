@@ -7,9 +7,9 @@
 - ``GET /dashboard/snapshot``, ``/history``, ``/audit`` (``?host=``), ``/whoami``: state as JSON.
 - ``POST /dashboard/commands?host=``: settings and process actions, run by the instance that owns
   the host; control token required.
-- ``POST /dashboard/login`` / ``logout``: the page's HttpOnly cookie.
+- ``POST /dashboard/login`` / ``logout``: the page's login session (an HttpOnly cookie naming it).
 - ``GET /dashboard/session/events`` + ``POST /dashboard/session/respond``: the page's session, over
-  which the server asks it to confirm dangerous actions.
+  which the server asks it to confirm dangerous actions; it notes the login it was opened with.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from litestar.params import Body, FromQuery, JSONBody, QueryParameter
 from litestar.response import File, Stream
 
 from shared.apps import app_defaults
+from shared.backends import Backend
 from shared.correlation import Correlator
 from shared.encoding import encode_json
 from shared.errors import errors
@@ -41,11 +42,12 @@ from shared.security import redact_access_log
 
 from .alerts import Rule
 from .audit import AuditLog
-from .auth import ControlAuth
+from .auth import COOKIE, ControlAuth
 from .cluster import Cluster
 from .commands import Commander
 from .hosts import Hosts, check_host_name, host_topic
 from .sampler import Sampler
+from .sessions import IDLE, MAX_AGE, LoginSessions, SqliteSessions
 
 __all__ = ["control_token", "create_app"]
 
@@ -161,21 +163,27 @@ async def audit_log(
 @get("/dashboard/whoami")
 async def whoami(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     auth: ControlAuth = state.auth
-    actor = auth.actor(request)
+    actor = await auth.actor(request)
     return {"can_control": actor is not None, "via": actor.via if actor else None}
 
 
-@post("/dashboard/login", status_code=200, raises=errors(401, 403, 413, 429))
+@post("/dashboard/login", status_code=200, raises=errors(401, 403, 413, 429, 503))
 async def login(request: Request[Any, Any, Any], state: State, data: JSONBody[LoginBody]) -> Response[dict[str, Any]]:
-    """``{"token": "..."}`` -> an HttpOnly, SameSite=Strict cookie for ``/dashboard``."""
+    """``{"token": "..."}`` -> a new login session, named by an HttpOnly, SameSite=Strict cookie for
+    ``/dashboard`` (the session the browser had, if any, is revoked)."""
     auth: ControlAuth = state.auth
     address = request.client.host if request.client else "unknown"
-    cookie = auth.login(data.token, secure=request.url.scheme == "https", address=address)
+    cookie = await auth.login(
+        data.token, secure=request.url.scheme == "https", address=address, old=request.cookies.get(COOKIE)
+    )
     return Response({"can_control": True, "via": "cookie"}, cookies=[cookie])
 
 
-@post("/dashboard/logout", status_code=200, raises=errors(403))
-async def logout() -> Response[dict[str, Any]]:
+@post("/dashboard/logout", status_code=200, raises=errors(403, 503))
+async def logout(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+    """Revoke this browser's login session, on every instance at once."""
+    auth: ControlAuth = state.auth
+    await auth.logout(request)
     return Response({"can_control": False, "via": None}, cookies=[ControlAuth.logout_cookie()])
 
 
@@ -186,7 +194,7 @@ async def commands(
     """Run a command on the instance that owns the host and answer its outcome (after the
     confirmation, when one is needed). 503 when the host went away."""
     auth: ControlAuth = state.auth
-    actor = auth.require(request)
+    actor = await auth.require(request)
     hosts: Hosts = state.hosts
     cluster: Cluster = state.cluster
     result: dict[str, Any] = await cluster.command(hosts.resolve(host), data, actor)
@@ -201,10 +209,15 @@ async def session_events(
     token: FromQuery[str | None] = None,
 ) -> Stream:
     """The page's session stream: the server's confirmation requests arrive here. Reconnect with
-    ``?client_id=&token=`` (from the ``session`` event) to keep the same session."""
+    ``?client_id=&token=`` (from the ``session`` event) to keep the same session. Only a stream
+    opened with a live login cookie can confirm anything, and only that login's commands."""
     correlator: Correlator = state.correlator
+    auth: ControlAuth = state.auth
+    login = await auth.session_of(request)
+    # Noted on the session at every (re)open, so it is always the current opener's login.
+    meta = {"login": login.key} if login is not None else {}
     # Checked against every instance: a reconnect that lands elsewhere moves the session there.
-    return await correlator.open_stream(request, client_id or None)  # it reads the token (query or Bearer)
+    return await correlator.open_stream(request, client_id or None, meta=meta)  # token: query or Bearer
 
 
 @post(
@@ -241,6 +254,8 @@ def create_app(
     max_login_failures: int = 10,
     host_name: str | None = None,
     beat: float = 2.0,
+    login_max_age: float = MAX_AGE,
+    login_idle: float = IDLE,
 ) -> Litestar:
     """The dashboard app. ``control_token=None`` generates one: read it with :func:`control_token`
     (``app.state.control_token_generated`` says whether it was). ``max_sessions`` caps the pages'
@@ -250,10 +265,15 @@ def create_app(
     Several instances on one Redis ``hub`` show each other's hosts: ``host_name`` (default: the
     machine's name) is the host this instance samples, or shares with other instances of the same
     name, one of which samples it. Instances announce themselves every ``beat`` seconds; one
-    not heard from for three beats is gone. All instances must share the control token."""
+    not heard from for three beats is gone. All instances must share the control token.
+
+    A log-in lasts ``login_max_age`` seconds at most (default 12 h), and ends after ``login_idle``
+    seconds unused (default 12 h); the sessions are in ``<data_dir>/dashboard-logins.sqlite3``,
+    or in the hub's Redis when it has one, shared by every instance there."""
     name = check_host_name(host_name if host_name is not None else default_host_name())
     hub = hub or Hub()
-    auth = ControlAuth(control_token, max_failures=max_login_failures)
+    logins = login_sessions(hub.backend, Path(data_dir), max_age=login_max_age, idle=login_idle)
+    auth = ControlAuth(control_token, sessions=logins, max_failures=max_login_failures)
     sampler = Sampler(
         hub,
         interval=interval,
@@ -269,7 +289,7 @@ def create_app(
         hub, grace=session_grace, max_timeout=max(confirm_timeout, 1.0), max_sessions=max_sessions, router=router
     )
     audit = AuditLog(Path(data_dir) / "dashboard.sqlite3")
-    commander = Commander(hub, sampler, correlator, audit, confirm_timeout=confirm_timeout)
+    commander = Commander(hub, sampler, correlator, audit, auth, confirm_timeout=confirm_timeout)
     hosts = Hosts(router, sampler, name)
     cluster = Cluster(router, hosts, sampler, commander, audit)
     return Litestar(
@@ -310,12 +330,30 @@ def create_app(
             }
         ),
         # The election in hosts.start starts the sampler when this instance owns its host.
-        on_startup=[redact_access_log, hub.start, correlator.start, audit.start, router.start, hosts.start],
-        on_shutdown=[hosts.stop, correlator.close, router.close, audit.stop, hub.close],
+        on_startup=[
+            redact_access_log,
+            hub.start,
+            correlator.start,
+            audit.start,
+            logins.start,
+            router.start,
+            hosts.start,
+        ],
+        on_shutdown=[hosts.stop, correlator.close, router.close, logins.close, audit.stop, hub.close],
         **app_defaults(
             "/dashboard", "dashboard", "Live system metrics over SSE, with guarded control actions.", max_body=MAX_BODY
         ),
     )
+
+
+def login_sessions(backend: Backend, data_dir: Path, *, max_age: float, idle: float) -> LoginSessions:
+    """In the hub's Redis when it has one (every instance must see a log-out at once), else in SQLite."""
+    url = getattr(backend, "url", None)
+    if backend.spans_processes and isinstance(url, str):
+        from .redis_sessions import RedisSessions  # only with Redis: redis-py is optional
+
+        return RedisSessions(url, prefix=str(getattr(backend, "prefix", "sse:")), max_age=max_age, idle=idle)
+    return SqliteSessions(data_dir / "dashboard-logins.sqlite3", max_age=max_age, idle=idle)
 
 
 def default_host_name() -> str:

@@ -1,4 +1,7 @@
-"""The audit log: who did what to which target, with what result, when. One SQLite file.
+"""The audit log: who did what to which target, with what result, when. One SQLite file (0600).
+
+``asked_by`` is ``bearer`` or ``login <id>``, ``confirmed_by`` ``login <id>, page <client id>``;
+a login's id is the first 12 hex digits of the SHA-256 of its cookie, never the cookie itself.
 
 Writes are rare (a person acting), so one connection guarded by a lock, used from worker threads
 (``asyncio.to_thread``), is plenty; WAL lets a reader look while a write is in progress.
@@ -32,10 +35,15 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT,
     params TEXT NOT NULL,
     result TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    asked_by TEXT,
+    confirmed_by TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """
+# Added by issue 14.1; a log written before has them added (empty for its old rows).
+_ADDED = ("asked_by", "confirmed_by")
+_COLS = ("id", "at", "command_id", "who", "action", "target", "params", "result", "detail", *_ADDED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,8 @@ class AuditRecord:
     result: str  # succeeded | failed | refused | declined | unanswered
     detail: str
     at: float = 0.0
+    asked_by: str | None = None
+    confirmed_by: str | None = None
 
 
 class AuditLog:
@@ -62,6 +72,10 @@ class AuditLog:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(_SCHEMA)
+        have = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
+        for column in _ADDED:
+            if column not in have:
+                db.execute(f"ALTER TABLE audit ADD COLUMN {column} TEXT")
         self._db = db
 
     def close(self) -> None:
@@ -87,8 +101,7 @@ class AuditLog:
                 log.warning("audit log closed; not recorded: %r", rec)
                 return 0
             cur = self._db.execute(
-                "INSERT INTO audit (at, command_id, who, action, target, params, result, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO audit ({', '.join(_COLS[1:])}) VALUES ({', '.join('?' * (len(_COLS) - 1))})",
                 (
                     rec.at or time.time(),
                     rec.command_id,
@@ -98,13 +111,15 @@ class AuditLog:
                     json.dumps(rec.params, separators=(",", ":")),
                     rec.result,
                     rec.detail,
+                    rec.asked_by,
+                    rec.confirmed_by,
                 ),
             )
             return int(cur.lastrowid or 0)
 
     def recent(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
         """Newest first; ``before`` (a row id) pages further back."""
-        sql = "SELECT id, at, command_id, who, action, target, params, result, detail FROM audit"
+        sql = f"SELECT {', '.join(_COLS)} FROM audit"
         args: list[Any] = []
         if before is not None:
             sql += " WHERE id < ?"
@@ -113,10 +128,9 @@ class AuditLog:
         args.append(limit)
         with self._lock:
             rows = self._conn().execute(sql, args).fetchall()
-        cols = ("id", "at", "command_id", "who", "action", "target", "params", "result", "detail")
         out = []
         for row in rows:
-            item = dict(zip(cols, row, strict=True))
+            item = dict(zip(_COLS, row, strict=True))
             item["params"] = json.loads(item["params"])
             out.append(item)
         return out

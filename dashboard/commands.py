@@ -8,6 +8,12 @@ Confirmation is a server-to-client request (``shared.correlation``): the page th
 session stream and passes its ``client_id``; the server asks that page, with a deadline, and acts
 only on an explicit yes. No answer in time, a "no", or the page going away: nothing happens.
 
+Only a person logged in can confirm (issue 14.1): the page session must have been opened with a
+live login cookie (``session_events`` notes which), and for a browser's command with the *same*
+login that sent it, so a page session opened without that login (an anonymous one, as curl
+opens, or another login's) cannot say yes for it. The login must still be live when the yes
+arrives (a log-out in between: nothing is done). The audit row names both sessions.
+
 With several instances (issue 7) the command runs on the instance that owns the host, while the
 page's session may live on another one, or move to another one when the page reconnects there:
 the correlator has the app's router and forwards the question to whichever instance holds the
@@ -32,7 +38,7 @@ from shared.hub import Hub
 from . import actions
 from .actions import Command, Refused
 from .audit import AuditLog, AuditRecord
-from .auth import Actor
+from .auth import Actor, ControlAuth
 from .sampler import Sampler
 
 __all__ = ["Ask", "Commander", "local_ask"]
@@ -76,6 +82,8 @@ class _Run:
     actor: Actor
     target: dict[str, Any] | None = None
     via: str = ""
+    confirmer: str | None = None  # the login key of the page session asked to confirm
+    confirmed: bool = False
 
     def event(self, phase: str, detail: str = "", outcome: str | None = None) -> dict[str, Any]:
         return {
@@ -97,12 +105,20 @@ class _Run:
 
 class Commander:
     def __init__(
-        self, hub: Hub, sampler: Sampler, correlator: Correlator, audit: AuditLog, *, confirm_timeout: float = 30.0
+        self,
+        hub: Hub,
+        sampler: Sampler,
+        correlator: Correlator,
+        audit: AuditLog,
+        auth: ControlAuth,
+        *,
+        confirm_timeout: float = 30.0,
     ) -> None:
         self.hub = hub
         self.sampler = sampler
         self.correlator = correlator
         self.audit = audit
+        self.auth = auth
         self.confirm_timeout = confirm_timeout
         self.local_ask = local_ask(correlator)
 
@@ -142,8 +158,11 @@ class Commander:
         wherever its session is held); ``via`` names the instance the command came through, for
         the audit log."""
         confirm = self.check_confirmable(cmd, actor)
-        if confirm and await self.correlator.find(str(cmd.client_id)) is None:
-            raise self.no_session(cmd)
+        page: dict[str, Any] | None = None
+        if confirm:
+            page = await self.correlator.find(str(cmd.client_id))
+            if page is None:
+                raise self.no_session(cmd)
         ask = ask or self.local_ask
         run = _Run(uuid.uuid4().hex[:12], cmd, actor, via=via)
         await self._broadcast(run, "started")
@@ -151,6 +170,8 @@ class Commander:
             if cmd.action in actions.SETTINGS_ACTIONS:
                 detail = await self._settings(cmd, actor)
             else:
+                if page is not None:
+                    run.confirmer = await self._confirmer(cmd, actor, page)
                 detail = await self._process(run, confirm, ask)
         except asyncio.CancelledError:
             await asyncio.shield(self._finish(run, "failed", "interrupted before it finished (server shutting down)"))
@@ -170,6 +191,32 @@ class Commander:
             "target": run.target,
             "detail": detail,
         }
+
+    async def _confirmer(self, cmd: Command, actor: Actor, page: dict[str, Any]) -> str:
+        """The login key of the page session that is to confirm ``cmd``; ``Refused`` (403) unless
+        that page was opened by a live login, and by the actor's own one if it is a browser."""
+        login = page.get("login")
+        rule = (
+            "a confirmation is accepted only from a page session opened by the same login that sent the command"
+            if actor.via == "cookie"
+            else "a Bearer client's command is confirmed only by a page session opened by a logged-in browser "
+            '(or send "confirm": false)'
+        )
+        if not isinstance(login, str):
+            raise Refused(403, "refused", f"not done: page session {cmd.client_id!r} was not opened by a login; {rule}")
+        if actor.via == "cookie" and login != actor.session:
+            raise Refused(403, "refused", f"not done: page session {cmd.client_id!r} belongs to another login; {rule}")
+        if not await self._live(login):
+            raise Refused(
+                403, "refused", f"not done: the login that opened page session {cmd.client_id!r} has ended; {rule}"
+            )
+        return login
+
+    async def _live(self, key: str) -> bool:
+        try:
+            return await self.auth.live(key) is not None
+        except HTTPException as exc:  # the sessions' Redis is unreachable: nothing is done
+            raise Refused(503, "unanswered", f"not done: the login could not be checked ({exc.detail})") from None
 
     async def _settings(self, cmd: Command, actor: Actor) -> str:
         s = self.sampler
@@ -219,6 +266,11 @@ class Commander:
         if not (isinstance(answer, dict) and answer.get("confirmed") is True):
             # Only an explicit yes acts; any other result is a no.
             raise Refused(409, "declined", "not done: the operator did not confirm")
+        # A log-out (or expiry) while the question was open: the yes no longer counts.
+        for key in dict.fromkeys((run.confirmer, run.actor.session)):
+            if key is not None and not await self._live(key):
+                raise Refused(403, "refused", "not done: the login ended (logged out or expired) before the answer")
+        run.confirmed = True
 
     async def _broadcast(self, run: _Run, phase: str, detail: str = "", outcome: str | None = None) -> None:
         await self.hub.publish_json(self.topic, run.event(phase, detail, outcome), event="command")
@@ -230,6 +282,20 @@ class Commander:
         who = run.actor.label + (f", page {run.cmd.client_id}" if run.cmd.client_id else "")
         if run.via:
             who += f", via instance {run.via}"
-        await self.audit.awrite(AuditRecord(run.id, who, run.cmd.action, target, run.cmd.params, outcome, detail))
+        confirmed_by = None
+        if run.confirmer is not None and run.confirmed:
+            confirmed_by = f"login {run.confirmer[:12]}, page {run.cmd.client_id}"
+        record = AuditRecord(
+            run.id,
+            who,
+            run.cmd.action,
+            target,
+            run.cmd.params,
+            outcome,
+            detail,
+            asked_by=run.actor.ref,
+            confirmed_by=confirmed_by,
+        )
+        await self.audit.awrite(record)
         phase = "succeeded" if outcome == "succeeded" else "failed"
         await self._broadcast(run, phase, detail, outcome)

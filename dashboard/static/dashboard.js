@@ -281,6 +281,9 @@ function onCommand(c, id) {
 
 const RESULT_TAG = { succeeded: "ok", declined: "warn", unanswered: "warn" };
 
+// Who said yes (issue 14.1): "login <id>, page <client id>", a page opened by that login.
+const confirmedBy = (r) => (r.confirmed_by ? `; confirmed by ${r.confirmed_by}` : "");
+
 async function loadAudit() {
   const host = hosts.host;
   const res = await fetch(forHost("/dashboard/audit?limit=50"));
@@ -293,7 +296,7 @@ async function loadAudit() {
       el("span", "when mono", clock(r.at)),
       el("span", `tag ${RESULT_TAG[r.result] || "bad"}`, r.result),
       el("span", "what", `${r.action} ${r.target || ""}`),
-      el("span", "muted small detail", `${r.who} — ${r.detail}`),
+      el("span", "muted small detail", `${r.who}${confirmedBy(r)} — ${r.detail}`),
     );
     return li;
   });

@@ -21,6 +21,14 @@ TOKEN = "test-control-token-0123456789"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def logged_in(base: str) -> dict[str, str]:
+    """The ``Cookie`` header of a new login session on the server at ``base`` (a browser that
+    logged in): a page session opened with it can confirm."""
+    r = httpx.post(base + "/dashboard/login", json={"token": TOKEN}, timeout=10)
+    r.raise_for_status()
+    return {"Cookie": f"dashboard_control={r.cookies['dashboard_control']}"}
+
+
 def dashboard_server(data_dir: Path, **kwargs: Any) -> LiveServer:
     kwargs.setdefault("interval", 0.25)
     kwargs.setdefault("control_token", TOKEN)

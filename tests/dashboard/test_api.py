@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dashboard.conftest import BEARER, TOKEN, Page, Watcher, start_time
+from tests.dashboard.conftest import BEARER, TOKEN, Page, Watcher, logged_in, start_time
 from tests.rig import LiveServer, read_events, wait_until
 
 
@@ -154,7 +154,7 @@ def test_browser_login_can_never_skip_confirmation(dash: LiveServer, sleeper: su
 
 @pytest.mark.parametrize("answer", ["no", "silent"])
 def test_no_yes_means_nothing_happens(dash: LiveServer, sleeper: subprocess.Popen[bytes], answer: str) -> None:
-    page = Page(dash.url, answer)
+    page = Page(dash.url, answer, headers=logged_in(dash.url))
     client_id = page.wait_ready()
     body = {"action": "kill", "pid": sleeper.pid, "start_time": start_time(sleeper.pid), "client_id": client_id}
     r = post(dash, body, BEARER)
@@ -176,7 +176,7 @@ def test_no_yes_means_nothing_happens(dash: LiveServer, sleeper: subprocess.Pope
 
 
 def test_confirmed_yes_acts(dash: LiveServer, sleeper: subprocess.Popen[bytes]) -> None:
-    page = Page(dash.url, "yes")
+    page = Page(dash.url, "yes", headers=logged_in(dash.url))
     client_id = page.wait_ready()
     body = {"action": "suspend", "pid": sleeper.pid, "start_time": start_time(sleeper.pid), "client_id": client_id}
     r = post(dash, body, BEARER)
@@ -261,7 +261,7 @@ def test_viewers_never_see_a_targets_command_line(dash: LiveServer) -> None:
     viewer = Watcher(dash.url + "/dashboard/events")
     try:
         wait_until(lambda: len(viewer.events) >= 3, what="the viewer's stream")
-        page = Page(dash.url, "yes")
+        page = Page(dash.url, "yes", headers=logged_in(dash.url))
         body = {
             "action": "terminate",
             "pid": child.pid,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,4 +130,35 @@ def test_refusing_the_confirmation_leaves_it_running(page: Page, server: LiveSer
         expect(page.locator("#confirm")).to_be_hidden()
     finally:
         proc.kill()
+        proc.wait(5)
+
+
+def test_log_out_and_in_again_then_confirm(page: Page, server: LiveServer) -> None:
+    """Issue 14.1: a page session is bound to the login it was opened with. After a log-out and a
+    new log-in in the same tab the page's session (same client id) carries the new login, so its
+    confirmation is accepted; the audit names the login that asked and confirmed."""
+    proc = subprocess.Popen(["sleep", "300"])
+    try:
+        log_in(page, server.url)
+        first = {c["name"]: c["value"] for c in page.context.cookies()}["dashboard_control"]
+        page.click("#logout")
+        expect(page.locator("#control-state")).to_have_text("view only")
+        page.click("#login-open")
+        page.fill("#login-token", TOKEN)
+        page.click("#login-submit")
+        expect(page.locator("#control-state")).to_have_text("control enabled")
+        expect(page.locator("body")).to_have_attribute("data-session", "ready")
+        second = {c["name"]: c["value"] for c in page.context.cookies()}["dashboard_control"]
+        assert second != first, "a new login session"
+        pick(page, proc.pid)
+        page.click("#selection button[data-action=terminate]")
+        expect(page.locator("#confirm")).to_be_visible()
+        page.click("#confirm-yes")
+        assert proc.wait(10) == -15
+        expect(page.locator("#cmd-status")).to_contain_text("sent SIGTERM; the process has ended")
+        ref = hashlib.sha256(second.encode()).hexdigest()[:12]
+        expect(page.locator("#audit li").first).to_contain_text(f"confirmed by login {ref}, page ")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(5)

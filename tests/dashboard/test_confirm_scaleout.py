@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dashboard.conftest import BEARER, Page, Watcher, start_time
+from tests.dashboard.conftest import BEARER, Page, Watcher, logged_in, start_time
 from tests.dashboard.test_hosts import instance, live
 from tests.rig import LiveServer, RedisServer, wait_until
 
@@ -47,12 +47,16 @@ def test_a_page_that_reconnects_to_another_instance_confirms_there(
     try:
         # The page's session stream opens on instance 1, drops, and comes back on instance 2
         # (behind one address, a reconnect may land on any worker) with its id and token.
-        first = Watcher(one.url + "/dashboard/session/events", on_event=lambda sse: sse.event != "session")
+        # (Its browser logged in on instance 1: the login session is in Redis, valid on both.)
+        cookie = logged_in(one.url)
+        first = Watcher(
+            one.url + "/dashboard/session/events", on_event=lambda sse: sse.event != "session", headers=cookie
+        )
         first.join(10)
         hello = first.of("session")[0]
         cid, token = hello["client_id"], hello["token"]
         wait_until(lambda: one.app.state.correlator.sessions()[0]["connected"] is False, what="the drop")
-        page = Page(other.url, "yes", query=f"client_id={cid}&token={token}")
+        page = Page(other.url, "yes", query=f"client_id={cid}&token={token}", headers=cookie)
         assert page.wait_ready() == cid
 
         # A terminate sent through instance 1 (which owns the host): the live page on instance 2

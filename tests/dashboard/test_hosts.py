@@ -19,7 +19,7 @@ import pytest
 from dashboard import create_app
 from shared.backends import from_url
 from shared.hub import Hub
-from tests.dashboard.conftest import BEARER, TOKEN, Page, Watcher, start_time
+from tests.dashboard.conftest import BEARER, TOKEN, Page, Watcher, logged_in, start_time
 from tests.rig import LiveServer, RedisServer, read_events, wait_until
 
 pytestmark = pytest.mark.redis
@@ -145,7 +145,7 @@ def test_an_action_for_another_host_runs_on_its_owner(
         # A page connected to instance 1 confirms an action that instance 2 runs: the question
         # travels from the owner to the instance holding the page's session, and back.
         for answer, status in (("no", 409), ("yes", 200)):
-            page = Page(one.url, answer)
+            page = Page(one.url, answer, headers=logged_in(one.url))
             body = {"action": "suspend", "pid": other.pid, "start_time": real, "client_id": page.wait_ready()}
             r = post(one, "h2", body)
             page.watcher.join(5)
@@ -155,7 +155,7 @@ def test_an_action_for_another_host_runs_on_its_owner(
         assert httpx.get(two.url + "/dashboard/audit", timeout=10).json()[0]["result"] == "succeeded"
         # A page whose session is on instance 2 (another worker behind the same address), a POST
         # that lands on instance 1: the session is found where it is.
-        page = Page(two.url, "yes")
+        page = Page(two.url, "yes", headers=logged_in(two.url))
         body = {"action": "resume", "pid": other.pid, "start_time": real, "client_id": page.wait_ready()}
         assert post(one, "h2", body).status_code == 200
         body = {"action": "terminate", "pid": other.pid, "start_time": real, "client_id": page.client_id}

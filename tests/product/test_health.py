@@ -102,7 +102,11 @@ def test_each_app_alone_documents_them_in_its_openapi(tmp_path: Path) -> None:
 
 def test_a_bad_drain_value_is_one_line() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "showcase", "--drain-seconds", "-1"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [sys.executable, "-m", "showcase", "--drain-seconds", "-1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("must be between 0 and 600 seconds, not -1")
