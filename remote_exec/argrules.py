@@ -283,9 +283,9 @@ RULES: dict[str, ArgRule] = {
         refused={"-R": _RECURSION, "--recursive": _RECURSION},
     ),
     "du": ArgRule(
-        "size options, -d N, --exclude; -X FILE and files confined; no -L, no --files0-from",
+        "size options, -d N, --exclude; -X FILE and files confined; no -a, no -L, no --files0-from",
         flags=_opts(
-            "-0 -a -b -c -D -H -h -k -l -m -P -S -s -x --null --all --apparent-size --bytes --total "
+            "-0 -b -c -D -H -h -k -l -m -P -S -s -x --null --apparent-size --bytes --total "
             "--dereference-args --human-readable --inodes --count-links --no-dereference --separate-dirs --si "
             "--summarize --one-file-system"
         ),
@@ -295,6 +295,8 @@ RULES: dict[str, ArgRule] = {
         refused={
             "-L": "it follows every symlink, out of the allowed directories",
             "--dereference": "it follows every symlink, out of the allowed directories",
+            "-a": "it lists every file's name below the directory, the data directory's too",
+            "--all": "it lists every file's name below the directory, the data directory's too",
             "--files0-from": _FILES0,
         },
     ),

@@ -77,6 +77,7 @@ def test_file_arguments_are_found_however_spelled(argv: list[str], expected: lis
         (["ls", "-laR"], "args.option", "directory trees"),
         (["wc", "--files0-from=list"], "args.option", "cannot be confined"),
         (["du", "-L", "."], "args.option", "symlink"),
+        (["du", "-ah", "."], "args.option", "every file's name"),
         (["tail", "-x", "a"], "args.option", "'-x'"),
         (["pwd", "extra"], "args.operand", "no operands"),
         (["uname", "-a", "x"], "args.operand", "no operands"),
