@@ -118,6 +118,27 @@ def test_cwd_inside_resolves_to_the_real_path(root: Path) -> None:
         policy.resolve_cwd("missing")
 
 
+def test_args_per_command_table(root: Path) -> None:
+    text = f"""
+[commands]
+allow = ["cat", "grep", "python3"]
+args = {{ "*" = "builtin", python3 = "unchecked" }}
+[cwd]
+allow = ["{root}"]
+"""
+    policy = Policy.from_toml(text)
+    assert policy.arg_rule("python3") is None
+    assert policy.arg_rule("grep") is not None
+    assert policy.arg_summary()["python3"] == "unchecked"
+    sub_table = Policy.from_toml(
+        f'[commands]\nallow = ["cat"]\n[commands.args]\ncat = "unchecked"\n[cwd]\nallow = ["{root}"]\n'
+    )
+    sub_table.check_args(["cat", "/etc/passwd"], root)
+    absent = policy_for(root, commands={"allow": ["cat", "python3"]})  # built-in where there is a rule
+    assert absent.arg_rule("cat") is not None
+    assert absent.arg_rule("python3") is None
+
+
 def test_file_arguments_are_confined_to_the_roots_after_symlinks(root: Path) -> None:
     policy = policy_for(root, commands={"allow": ["cat", "python3"]})
     (root / "sub" / "f.txt").write_text("x")
