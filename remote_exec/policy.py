@@ -231,6 +231,8 @@ class Policy:
     def resolve_cwd(self, cwd: str | None) -> Path:
         """The real directory to run in; relative paths are taken from ``default_cwd``."""
         if cwd is None or cwd == "":
+            # A data dir given as the start directory itself (--data-dir .) is refused here too.
+            self._check_not_secret("the default cwd", self.default_cwd, self.default_cwd)
             return self.default_cwd
         if "\0" in cwd:
             raise ValueError("cwd must not contain NUL")

@@ -180,6 +180,9 @@ def test_the_data_dir_system_dirs_and_deny_patterns_are_refused_inside_the_roots
         policy.resolve_cwd("state")
     assert caught.value.rule == "files.data_dir"
     policy.check_args(["cat", "sub/public.txt", "keys.txt"], root)
+    with pytest.raises(PolicyRefusal) as caught:
+        policy_for(root, commands={"allow": ["ls"]}).protecting(root).resolve_cwd(None)  # --data-dir .
+    assert caught.value.rule == "files.data_dir"
 
 
 def test_deny_names_match_below_the_allowed_directory_only(tmp_path: Path) -> None:
