@@ -269,13 +269,15 @@ async def start_run(request: Request[Any, Any, Any], data: JSONBody[StartBody], 
         env = policy.build_env(data.env)
         exe = policy.shell_path if shell else policy.resolve_command(argv, env)
         cwd = policy.resolve_cwd(data.cwd)
+        if not shell:
+            policy.check_args(argv, cwd)  # relative file arguments are taken from the run's cwd
         timeout_s = policy.timeout(data.timeout_s)
     except PolicyRefusal as exc:
         ex.store.audit(
             principal.name, principal.role, addr, "refused", None,
-            argv=data.argv, command=data.command, cwd=data.cwd, reason=str(exc),
+            argv=data.argv, command=data.command, cwd=data.cwd, reason=f"{exc.rule}: {exc}",
         )  # fmt: skip
-        raise PermissionDeniedException(str(exc)) from exc
+        raise PermissionDeniedException(str(exc), extra={"rule": exc.rule, "allow": exc.allow}) from exc
     except ValueError as exc:
         raise ValidationException(str(exc)) from exc
     req = RunRequest(
@@ -703,7 +705,8 @@ def create_app(
     backend so any instance serves any run, and actions on a run are routed to the instance that
     runs it. ``instance`` names this one (default: host, pid and a random suffix); ``beat`` is
     how often it tells the others it is alive (gone after three missed beats)."""
-    policy = policy or Policy.default()
+    # The data dir holds the session keys, tokens and every run's log: no run may read it.
+    policy = (policy or Policy.default()).protecting(data_dir)
     generated = token is None
     operator = token if token is not None else new_token(24)
     if isinstance(backend, str):

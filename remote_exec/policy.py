@@ -1,8 +1,14 @@
-"""What a run may do: commands, working directories, environment, time, output, rlimits.
+"""What a run may do: commands and their arguments, the files those name, working directories,
+environment, time, output, rlimits.
 
 A policy is read from TOML (``default_policy.toml`` ships next to this module). Unknown keys are
 an error: a typo in a security setting must not silently fall back to a default. Checks raise
-``PolicyRefusal`` (the app answers 403) for "not allowed" and ``ValueError`` (400) for "malformed".
+``PolicyRefusal`` (the app answers 403 naming the rule) for "not allowed" and ``ValueError`` (400)
+for "malformed".
+
+File arguments (which ones they are is ``argrules``' business) are checked on their real path,
+symlinks and ".." resolved, against the run's cwd: inside a ``cwd.allow`` directory, and never in
+the server's data directory, ``/proc``, ``/sys``, ``/dev`` or a ``files.deny`` pattern (issue 14).
 """
 
 from __future__ import annotations
@@ -12,28 +18,33 @@ import os
 import shutil
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from .argrules import RULES, ArgRule, rule_for
+from .refusal import PolicyRefusal
 
 __all__ = ["DEFAULT_POLICY_FILE", "Policy", "PolicyError", "PolicyRefusal"]
 
 DEFAULT_POLICY_FILE = Path(__file__).parent / "default_policy.toml"
 # A hard ceiling whatever a policy says: one run's log is streamed from disk, but not forever.
 MAX_OUTPUT_CEILING = 1 << 30
+# Never readable through a checked argument, whatever cwd.allow says: /proc/<pid>/environ and
+# /proc/self/root reach other processes' secrets and the whole file system; /dev and /sys are
+# devices and kernel state, not files.
+SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
+ARG_MODES = ("builtin", "unchecked")
 
 
 class PolicyError(ValueError):
     """The policy file itself is wrong (unknown key, bad type, bad value)."""
 
 
-class PolicyRefusal(PermissionError):
-    """The request is well formed but the policy does not allow it."""
-
-
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "commands": {"allow": (list, str), "shell": bool, "shell_path": str},
+    "commands": {"allow": (list, str), "args": (str, dict), "shell": bool, "shell_path": str},
     "cwd": {"allow": list, "default": str},
+    "files": {"deny": list},
     "env": {"pass": list, "request": (list, str)},
     "runs": {
         "max_concurrent": int,
@@ -51,6 +62,14 @@ class Policy:
     """Immutable settings; build with :meth:`load`, :meth:`from_toml` or :meth:`default`."""
 
     commands: tuple[str, ...] | None = ("echo",)  # None: any command
+    # How a command's arguments are checked: "builtin" (argrules), "unchecked", or for a command
+    # missing from ``args``, ``args_default``; "auto" is builtin where argrules has a rule.
+    args: Mapping[str, str] = field(default_factory=dict)
+    args_default: str = "auto"
+    files_deny: tuple[str, ...] = ()
+    # Never readable through a checked argument nor usable as a cwd: the server's data directory
+    # (added by ``protecting``, so one policy file serves every data dir).
+    protected: tuple[Path, ...] = ()
     shell: bool = False
     shell_path: str = "/bin/sh"
     cwd_roots: tuple[Path, ...] = field(default_factory=lambda: (Path.cwd().resolve(),))
@@ -126,8 +145,15 @@ class Policy:
         if isinstance(request, str) and request != "any":
             raise PolicyError('env.request must be a list of variable patterns or "any"')
 
+        args_default, args = _arg_modes(commands.get("args"), command_list)
+        files = raw.get("files", {})
+        deny = tuple(_deny_pattern(p, base) for p in _strings(files.get("deny", []), "files.deny"))
+
         policy = cls(
             commands=command_list,
+            args=args,
+            args_default=args_default,
+            files_deny=deny,
             shell=bool(commands.get("shell", False)),
             shell_path=commands.get("shell_path", "/bin/sh"),
             cwd_roots=roots,
@@ -159,6 +185,14 @@ class Policy:
             if getattr(self, name) < 0:
                 raise PolicyError(f"limits.{name} must be >= 0 (0 means inherit)")
 
+    def protecting(self, *paths: Path) -> Policy:
+        """This policy, with ``paths`` (the server's data directory) never readable by a run."""
+        extra: list[Path] = []
+        for path in paths:
+            absolute = Path(os.path.abspath(path))
+            extra.extend(p for p in (absolute, Path(os.path.realpath(absolute))) if p not in extra)
+        return replace(self, protected=self.protected + tuple(extra))
+
     # -- checks -----------------------------------------------------------------------------
 
     def resolve_command(self, argv: list[str], env: Mapping[str, str]) -> str:
@@ -168,7 +202,11 @@ class Policy:
         name = argv[0]
         if self.commands is not None and name not in self.commands:
             allowed = ", ".join(self.commands)
-            raise PolicyRefusal(f"command {name!r} is not allowed by the policy (allowed: {allowed})")
+            raise PolicyRefusal(
+                f"command {name!r} is not allowed by the policy (allowed: {allowed})",
+                rule="commands.allow",
+                allow=f"add {name!r} to [commands] allow in the policy file (--policy)",
+            )
         if "/" in name:
             path = name
             if not (os.path.isfile(path) and os.access(path, os.X_OK)):
@@ -181,7 +219,11 @@ class Policy:
 
     def shell_argv(self, line: str) -> list[str]:
         if not self.shell:
-            raise PolicyRefusal('running a shell line ("command") is not allowed by the policy: send "argv"')
+            raise PolicyRefusal(
+                'running a shell line ("command") is not allowed by the policy: send "argv"',
+                rule="commands.shell",
+                allow="send argv instead, or run the server with a policy that has [commands] shell = true",
+            )
         if not line.strip():
             raise ValueError("command must not be empty")
         return [self.shell_path, "-c", line]
@@ -189,6 +231,8 @@ class Policy:
     def resolve_cwd(self, cwd: str | None) -> Path:
         """The real directory to run in; relative paths are taken from ``default_cwd``."""
         if cwd is None or cwd == "":
+            # A data dir given as the start directory itself (--data-dir .) is refused here too.
+            self._check_not_secret("the default cwd", self.default_cwd, self.default_cwd)
             return self.default_cwd
         if "\0" in cwd:
             raise ValueError("cwd must not contain NUL")
@@ -204,10 +248,75 @@ class Policy:
         target = real if real is not None else lexical
         if not any(target.is_relative_to(root) for root in self.cwd_roots):
             roots = ", ".join(str(r) for r in self.cwd_roots)
-            raise PolicyRefusal(f"cwd {cwd!r} resolves to {str(target)!r}, outside the allowed directories ({roots})")
+            raise PolicyRefusal(
+                f"cwd {cwd!r} resolves to {str(target)!r}, outside the allowed directories ({roots})",
+                rule="cwd.allow",
+                allow="add the directory to [cwd] allow in the policy file",
+            )
+        self._check_not_secret(f"cwd {cwd!r}", target, lexical)
         if real is None:
             raise ValueError(f"cwd {cwd!r} does not exist")
         return real
+
+    def arg_rule(self, name: str) -> ArgRule | None:
+        """The rule ``name``'s arguments are checked with, or ``None`` when they are unchecked."""
+        mode = self.args.get(name, self.args_default)
+        return None if mode == "unchecked" else rule_for(name)
+
+    def check_args(self, argv: list[str], cwd: Path) -> None:
+        """``PolicyRefusal`` unless argv's options are allowed and each file it names, taken from
+        ``cwd`` (the run's real cwd), lies inside an allowed directory and outside the secret ones."""
+        rule = self.arg_rule(argv[0])
+        if rule is None:
+            return
+        for where, arg in rule.file_args(argv[0], argv[1:]):
+            self.check_file(f"{where} {arg!r}", arg, cwd)
+
+    def check_file(self, what: str, arg: str, cwd: Path) -> Path:
+        """The real path of a file argument, after the same checks as a cwd."""
+        if "\0" in arg or not arg:
+            raise ValueError(f"{what}: a file argument must be a non-empty path without NUL")
+        lexical = Path(os.path.normpath(cwd / arg))
+        # Symlinks resolved as far as they exist; a missing file is checked where it would be.
+        real = Path(os.path.realpath(lexical))
+        self._check_not_secret(what, real, lexical)
+        if not any(real.is_relative_to(root) for root in self.cwd_roots):
+            roots = ", ".join(str(r) for r in self.cwd_roots)
+            raise PolicyRefusal(
+                f"{what} resolves to {str(real)!r}, outside the allowed directories ({roots})",
+                rule="files.outside",
+                allow="add its directory to [cwd] allow in the policy file (file arguments are confined to it)",
+            )
+        return real
+
+    def _check_not_secret(self, what: str, real: Path, lexical: Path) -> None:
+        """Refuse a path (real or as spelled) in the data directory, a system directory or a
+        ``files.deny`` pattern; nothing in the policy allows the first two."""
+        for path in (real, lexical):
+            for top in self.protected:
+                if path.is_relative_to(top):
+                    raise PolicyRefusal(
+                        f"{what} is in the server's data directory ({str(top)!r}), which holds its keys, "
+                        "sessions and logs: no run may read it",
+                        rule="files.data_dir",
+                        allow="never: copy what you need out of the data directory by other means",
+                    )
+            for top in SYSTEM_DIRS:
+                if path.is_relative_to(top):
+                    raise PolicyRefusal(
+                        f"{what} is under {str(top)!r} (other processes' memory and environment, devices, "
+                        "kernel state): no checked argument may name it",
+                        rule="files.system",
+                        allow='never with the built-in rules (a command with args = "unchecked" in the policy '
+                        "gets its arguments as they are)",
+                    )
+            pattern = _denied(path, self.files_deny, self.cwd_roots)
+            if pattern is not None:
+                raise PolicyRefusal(
+                    f"{what} ({str(path)!r}) matches {pattern!r} in the policy's [files] deny (secrets)",
+                    rule="files.deny",
+                    allow=f"remove {pattern!r} from [files] deny in the policy file",
+                )
 
     def build_env(self, requested: Mapping[str, str] | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The child's environment: the passed-through server variables, then the requested ones."""
@@ -217,7 +326,11 @@ class Policy:
             if not key or "=" in key or "\0" in key or "\0" in value:
                 raise ValueError(f"invalid environment variable name or value: {key[:40]!r}")
             if self.env_request is not None and not _matches(key, self.env_request):
-                raise PolicyRefusal(f"setting environment variable {key!r} is not allowed by the policy")
+                raise PolicyRefusal(
+                    f"setting environment variable {key!r} is not allowed by the policy",
+                    rule="env.request",
+                    allow=f"add {key!r} to [env] request in the policy file",
+                )
             env[key] = value
         return env
 
@@ -227,7 +340,11 @@ class Policy:
         if not requested > 0:
             raise ValueError("timeout_s must be a positive number of seconds")
         if requested > self.max_timeout_s:
-            raise PolicyRefusal(f"timeout_s {requested:g} exceeds the policy's max_timeout_s ({self.max_timeout_s:g})")
+            raise PolicyRefusal(
+                f"timeout_s {requested:g} exceeds the policy's max_timeout_s ({self.max_timeout_s:g})",
+                rule="runs.max_timeout_s",
+                allow="ask for less, or raise [runs] max_timeout_s in the policy file",
+            )
         return float(requested)
 
     def rlimits(self) -> dict[str, int]:
@@ -245,6 +362,9 @@ class Policy:
         """What the page shows (and what ``GET /exec/policy`` returns)."""
         return {
             "commands": "any" if self.commands is None else list(self.commands),
+            "args": self.arg_summary(),
+            "files_deny": list(self.files_deny),
+            "protected": [str(p) for p in (*self.protected, *SYSTEM_DIRS)],
             "shell": self.shell,
             "cwd_roots": [str(r) for r in self.cwd_roots],
             "default_cwd": str(self.default_cwd),
@@ -261,6 +381,68 @@ class Policy:
                 "open_files": self.open_files,
             },
         }
+
+    def arg_summary(self) -> dict[str, str]:
+        """Each listed command's argument rule in a word or two: "unchecked" or the rule's summary."""
+        names = self.commands if self.commands is not None else tuple(self.args)
+        out: dict[str, str] = {}
+        for name in names:
+            rule = self.arg_rule(name)
+            out[name] = "unchecked" if rule is None else rule.summary
+        if self.commands is None:
+            out["*"] = "unchecked" if self.args_default == "unchecked" else "built-in rules where there are any"
+        return out
+
+
+def _arg_modes(value: Any, commands: tuple[str, ...] | None) -> tuple[str, dict[str, str]]:
+    """``commands.args``: one mode for every command, or a table of modes ("*": the others)."""
+    if value is None:
+        return "auto", {}
+    table = {"*": value} if isinstance(value, str) else dict(value)
+    for name, mode in table.items():
+        if mode not in ARG_MODES:
+            raise PolicyError(f"commands.args: {name!r} must be one of {', '.join(map(repr, ARG_MODES))}")
+    default = table.pop("*", "auto")
+    for name in table:
+        if commands is not None and name not in commands:
+            raise PolicyError(f"commands.args: {name!r} is not in commands.allow")
+    needs_rule = [n for n, m in table.items() if m == "builtin"]
+    if default == "builtin":
+        if commands is None:
+            raise PolicyError('commands.args = "builtin" needs commands.allow to be a list of names')
+        needs_rule += [n for n in commands if n not in table]
+    missing = [n for n in needs_rule if rule_for(n) is None]
+    if missing:
+        raise PolicyError(
+            f"commands.args: no built-in argument rules for {', '.join(missing)} (there are rules for "
+            f'{", ".join(sorted(RULES))}); set those to "unchecked"'
+        )
+    return default, table
+
+
+def _deny_pattern(pattern: str, base: Path) -> str:
+    """A name pattern stays as it is; a path pattern is made absolute (from ``base``, ``~`` home)."""
+    if not pattern:
+        raise PolicyError("files.deny: patterns must not be empty")
+    if "/" not in pattern:
+        return pattern
+    expanded = os.path.expanduser(pattern)
+    return expanded if expanded.startswith(("/", "*")) else str(base / expanded)
+
+
+def _denied(path: Path, patterns: tuple[str, ...], roots: tuple[Path, ...]) -> str | None:
+    """The first pattern that matches: a path pattern matches the path or a directory it is in; a
+    name pattern any part of the path below the allowed directory it is in (so that a server
+    started in ``~/secret-project`` can still read its files)."""
+    root = max((r for r in roots if path.is_relative_to(r)), key=lambda r: len(r.parts), default=None)
+    parts = path.relative_to(root).parts if root is not None else path.parts
+    for pattern in patterns:
+        if "/" in pattern:
+            if any(fnmatch.fnmatchcase(str(p), pattern) for p in (path, *path.parents)):
+                return pattern
+        elif any(fnmatch.fnmatchcase(part, pattern) for part in parts):
+            return pattern
+    return None
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:

@@ -44,7 +44,10 @@ async function api(method, path, body) {
 }
 
 function detail(r) {
-  return (r.data && r.data.detail) || `request failed (HTTP ${r.status})`;
+  const text = (r.data && r.data.detail) || `request failed (HTTP ${r.status})`;
+  // A policy refusal names its rule and how it could be allowed (issue 14): show both.
+  const extra = r.data && r.data.extra;
+  return extra && extra.rule ? `${text} [${extra.rule}] To allow it: ${extra.allow}` : text;
 }
 
 function newId() {

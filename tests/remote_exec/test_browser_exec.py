@@ -70,6 +70,15 @@ def test_coloured_output_in_the_terminal(page: Page, server: LiveServer) -> None
     page.screenshot(path=str(SHOTS / "exec-colours.png"))
 
 
+def test_a_refused_file_argument_shows_the_rule_and_how_to_allow_it(page: Page, server: LiveServer) -> None:
+    log_in(page, server)
+    start(page, "cat /etc/passwd", pty=False)
+    error = page.locator("#start-error")
+    expect(error).to_contain_text("outside the allowed directories")
+    expect(error).to_contain_text("[files.outside]")
+    expect(error).to_contain_text("[cwd] allow")
+
+
 def test_pipe_run_marks_stderr_and_takes_input(page: Page, server: LiveServer) -> None:
     log_in(page, server)
     start(page, """sh -c 'printf "name? "; read n; echo "hello $n" >&2'""", pty=False)

@@ -43,6 +43,15 @@ def test_dev_policy_loads() -> None:
     policy = Policy.load(DEFAULT_POLICY_FILE.parent / "dev_policy.toml")
     assert policy.commands is None
     assert policy.shell is True
+    assert policy.arg_rule("cat") is None  # permissive: arguments unchecked
+    policy.check_args(["cat", "/etc/passwd"], Path.cwd())
+
+
+def test_default_policy_checks_every_commands_arguments() -> None:
+    policy = Policy.default()
+    assert policy.commands is not None
+    assert all(policy.arg_rule(name) is not None for name in policy.commands)
+    assert "*.key" in policy.files_deny
 
 
 @pytest.mark.parametrize(
@@ -55,6 +64,12 @@ def test_dev_policy_loads() -> None:
         ("[runs]\nmax_concurrent = 0\n", "at least 1"),
         ("[runs]\ndefault_timeout_s = 10\nmax_timeout_s = 5\n", "default_timeout_s"),
         ('[commands]\nallow = ["bin/sh"]\n', "bare name or an absolute path"),
+        ('[commands]\nallow = ["cat"]\nargs = "checked"\n', "must be one of 'builtin', 'unchecked'"),
+        ('[commands]\nallow = ["cat"]\nargs = { tac = "unchecked" }\n', "'tac' is not in commands.allow"),
+        ('[commands]\nallow = ["cat", "python3"]\nargs = "builtin"\n', "no built-in argument rules for python3"),
+        ('[commands]\nallow = "any"\nargs = "builtin"\n', "needs commands.allow to be a list"),
+        ("[files]\ndeny = [1]\n", "files.deny must be a list of strings"),
+        ("[files]\nallow = []\n", "unknown key files.allow"),
         ("not toml", "not valid TOML"),
     ],
 )
@@ -101,6 +116,82 @@ def test_cwd_inside_resolves_to_the_real_path(root: Path) -> None:
     assert policy.resolve_cwd(str(root / "sub" / "..")) == root.resolve()
     with pytest.raises(ValueError, match="does not exist"):
         policy.resolve_cwd("missing")
+
+
+def test_args_per_command_table(root: Path) -> None:
+    text = f"""
+[commands]
+allow = ["cat", "grep", "python3"]
+args = {{ "*" = "builtin", python3 = "unchecked" }}
+[cwd]
+allow = ["{root}"]
+"""
+    policy = Policy.from_toml(text)
+    assert policy.arg_rule("python3") is None
+    assert policy.arg_rule("grep") is not None
+    assert policy.arg_summary()["python3"] == "unchecked"
+    sub_table = Policy.from_toml(
+        f'[commands]\nallow = ["cat"]\n[commands.args]\ncat = "unchecked"\n[cwd]\nallow = ["{root}"]\n'
+    )
+    sub_table.check_args(["cat", "/etc/passwd"], root)
+    absent = policy_for(root, commands={"allow": ["cat", "python3"]})  # built-in where there is a rule
+    assert absent.arg_rule("cat") is not None
+    assert absent.arg_rule("python3") is None
+
+
+def test_file_arguments_are_confined_to_the_roots_after_symlinks(root: Path) -> None:
+    policy = policy_for(root, commands={"allow": ["cat", "python3"]})
+    (root / "sub" / "f.txt").write_text("x")
+    (root / "to-outside-file").symlink_to(root.parent / "outside" / "secret.txt")
+    cwd = policy.resolve_cwd("sub")
+    policy.check_args(["cat", "f.txt", "../sub/f.txt", str(root / "inner-link" / "f.txt")], cwd)
+    policy.check_args(["python3", "/etc/passwd"], cwd)  # no built-in rule: unchecked
+    for arg in ("/etc/passwd", "../../outside/x", "../link/x", "../to-outside-file", "../link"):
+        with pytest.raises(PolicyRefusal, match="outside the allowed directories") as caught:
+            policy.check_args(["cat", arg], cwd)
+        assert caught.value.rule == "files.outside"
+
+
+def test_the_data_dir_system_dirs_and_deny_patterns_are_refused_inside_the_roots(root: Path) -> None:
+    data = root / "state"
+    data.mkdir()
+    (root / "state-link").symlink_to(data)
+    policy = policy_for(
+        root, commands={"allow": ["cat"]}, files={"deny": ["*.key", ".ssh", f"{root}/sub/priv*"]}
+    ).protecting(data)
+    everything = policy_for(Path("/"), commands={"allow": ["cat"]}).protecting(data)
+    cases = [
+        (policy, "state/db", "files.data_dir"),
+        (policy, "state-link/db", "files.data_dir"),
+        (policy, "state/../state/x", "files.data_dir"),
+        (policy, "a.key", "files.deny"),
+        (policy, ".ssh/id", "files.deny"),
+        (policy, "sub/private/x", "files.deny"),
+        (everything, "/proc/1/environ", "files.system"),  # even with / allowed
+        (everything, "/dev/mem", "files.system"),
+        (everything, "/sys/kernel/notes", "files.system"),
+        (everything, str(data / "x"), "files.data_dir"),
+    ]
+    for p, arg, rule in cases:
+        with pytest.raises(PolicyRefusal) as caught:
+            p.check_args(["cat", arg], root)
+        assert caught.value.rule == rule, (arg, caught.value)
+    with pytest.raises(PolicyRefusal) as caught:
+        policy.resolve_cwd("state")
+    assert caught.value.rule == "files.data_dir"
+    policy.check_args(["cat", "sub/public.txt", "keys.txt"], root)
+    with pytest.raises(PolicyRefusal) as caught:
+        policy_for(root, commands={"allow": ["ls"]}).protecting(root).resolve_cwd(None)  # --data-dir .
+    assert caught.value.rule == "files.data_dir"
+
+
+def test_deny_names_match_below_the_allowed_directory_only(tmp_path: Path) -> None:
+    work = tmp_path / "my-secret-project"
+    work.mkdir()
+    policy = policy_for(work, commands={"allow": ["cat"]}, files={"deny": ["*secret*"]})
+    policy.check_args(["cat", "README"], policy.resolve_cwd(None))
+    with pytest.raises(PolicyRefusal, match=r"\*secret\*"):
+        policy.check_args(["cat", "client_secret.json"], work)
 
 
 def test_environment_pass_and_request(root: Path) -> None:
