@@ -147,7 +147,8 @@ class Server(uvicorn.Server):
         self._app = app
         # On a stop: not ready and no new streams at once, open streams ended this much later.
         self.drain_seconds = drain_seconds
-        self.health = Health(lambda: [item for group in app_hubs(self.served_app()) for item in group])
+        # A bound method, not a lambda: with --workers the Server is pickled into each worker.
+        self.health = Health(self._hub_items)
         self.send_buffer = send_buffer
         # Process-wide (see tune_gc): for a server that owns its process, not one run in a test.
         self.tune_gc = tune_gc
@@ -196,6 +197,9 @@ class Server(uvicorn.Server):
             return False
         transport.abort()
         return True
+
+    def _hub_items(self) -> list[Closable]:
+        return [item for group in app_hubs(self.served_app()) for item in group]
 
     def served_app(self) -> Any:
         """The app this server runs: given, or (in a worker) the one uvicorn built, with
