@@ -228,7 +228,7 @@ def test_when_the_owner_goes_away_the_other_instance_says_so(
     with c2.events(rid) as it:
         prelude = [next(it), next(it)]
     assert json.loads(prelude[0].data)["run"]["status"] == "unreachable"
-    assert prelude[1].event == "notice"
+    assert prelude[1].event == "unreachable"
     assert "not reachable" in prelude[1].data
     # A graceful stop ends the run and publishes its end: instance 2 answers 409, not 503.
     pids = run_pids(tmp_path / "data1")
