@@ -28,7 +28,7 @@ from remote_exec import Policy, create_app
 from remote_exec.store import RunRow, Store
 from tests.rig import LiveServer, RedisServer, free_port, wait_until
 
-from .helpers import TOKEN, ExecClient, alive, make_policy, output, read_until
+from .helpers import TOKEN, ExecClient, Watcher, alive, make_policy, output, read_until
 
 pytestmark = pytest.mark.redis
 
@@ -334,3 +334,38 @@ def test_a_restart_marks_lost_only_the_runs_whose_instance_died(tmp_path: Path, 
         assert c.http.get(f"/exec/runs/{dead}").json()["status"] == "lost"
         # Not marked lost; not in the cluster either: shown as unreachable, not "running".
         assert c.http.get(f"/exec/runs/{sibling}").json()["status"] == "unreachable"
+
+
+def test_revoking_a_viewer_token_on_one_instance_ends_its_streams_on_the_other(
+    pair: tuple[LiveServer, LiveServer, ExecClient, ExecClient],
+) -> None:
+    """Issue 14 part 5 across instances: the revocation is published; every instance ends its own."""
+    one, two, c1, _ = pair
+    rid = c1.start(
+        argv=["python3", "-c", "import time\nwhile True:\n    print('x', flush=True)\n    time.sleep(0.1)\n"]
+    )["id"]
+    minted = c1.http.post("/exec/tokens", json={"label": "guest"}).json()
+    watchers = [
+        Watcher(two.url, f"/exec/runs/{rid}/events", token=minted["token"]),
+        Watcher(two.url, "/exec/events", token=minted["token"]),
+        Watcher(one.url, f"/exec/runs/{rid}/events", token=minted["token"]),
+    ]
+    try:
+        for w in watchers:
+            assert w.opened.wait(10)
+            assert w.status == 200
+        watchers[0].wait_for("stdout", 10)
+        watchers[2].wait_for("stdout", 10)
+        revoked_at = time.monotonic()
+        assert c1.http.delete(f"/exec/tokens/{minted['id']}").status_code == 200
+        for w in watchers:
+            assert w.done.wait(7), f"{w.path} still open; {w.names()[-5:]}"
+            assert w.ended is not None
+            assert w.ended - revoked_at <= 2.0, f"{w.path} ended {w.ended - revoked_at:.2f} s after"
+            assert w.events[-1][1].event == "revoked"
+        with ExecClient(two.url, token=minted["token"]) as late:
+            assert late.http.get(f"/exec/runs/{rid}").status_code == 401
+    finally:
+        c1.http.post(f"/exec/runs/{rid}/terminate")
+        for w in watchers:
+            w.close()
