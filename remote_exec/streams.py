@@ -158,6 +158,8 @@ async def mirrored_events(
         while True:
             async with hub.subscribe(topic, after) as sub:
                 current[:] = [sub]
+                if hold is not None and hold.reason is not None:
+                    sub.close("woken")  # it ended while we subscribed: what is kept, then the end
                 if first:
                     yield encode(retry=3000) + prelude
                     first = False
