@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import logging
 import os
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,21 +37,27 @@ from shared.apps import app_defaults
 from shared.backends import Backend, BackendUnavailable, MemoryBackend, UnknownEventId, from_url
 from shared.datadir import private_dir
 from shared.encoding import encode_json
+from shared.errors import error_response as errors_response
 from shared.errors import errors
 from shared.health import health_routes
-from shared.hub import HubSettings
+from shared.hub import HubSettings, Subscription
 from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
 from shared.responses import SSE_HEADERS, SSEStream, last_event_id, sse_response
 from shared.security import new_token
 
 from .auth import COOKIE, SESSION_TTL_S, Auth, Principal, clean_name, operator_guard, viewer_guard
-from .cluster import UNREACHABLE, Cluster
+from .cluster import UNREACHABLE, Cluster, OwnerWatch
+from .credentials import Credentials, SqliteCredentials
+from .grants import Grants, Hold
 from .mirror import run_topic
 from .policy import Policy, PolicyRefusal
+from .redis_conn import RedisConn
+from .redis_credentials import RedisCredentials
+from .run_index import RunIndex
 from .runlog import EVENT_NAMES, RunLog, parse_event_id
 from .runner import SIGNALS, InputClosed, InputStalled, NotRunning, Runner, RunRequest, TooManyRuns
-from .store import RunRow, Store
+from .store import RUNNING, RunRow, Store
 from .streams import HEARTBEAT_S, ExecHub, mirrored_events, run_events
 
 __all__ = ["TOKEN_ENV", "create_app", "login_lines", "login_text", "operator_token"]
@@ -65,7 +72,6 @@ MAX_INPUT_BYTES = 64 * 1024
 MAX_BODY = 512 * 1024
 MAX_VIEWER_TTL_S = 30 * 86400
 LIST_TIMEOUT_S = 3.0
-AUTH_TIMEOUT_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,7 @@ class ExecState:
     hub: ExecHub
     token_generated: bool
     heartbeat: float
+    grants: Grants
     cluster: Cluster | None = None
 
 
@@ -105,6 +112,24 @@ def _run_or_404(ex: ExecState, run_id: str) -> RunRow:
 
 def _unavailable(exc: BackendUnavailable) -> ServiceUnavailableException:
     return ServiceUnavailableException(f"the event store is unavailable: {exc}", headers={"Retry-After": "1"})
+
+
+def _backend_down(request: Request[Any, Any, Any], exc: BackendUnavailable) -> Response[dict[str, Any]]:
+    """Redis away while a guard or handler asked it (tokens, sessions, the run index): 503."""
+    return errors_response(request, _unavailable(exc))
+
+
+async def _held(
+    grants: Grants, principal: Principal, body: Callable[[Hold], AsyncGenerator[bytes, None]]
+) -> AsyncIterator[bytes]:
+    """``body``, holding the principal's grants while it streams: their revocation ends it."""
+    hold = grants.hold(principal)
+    try:
+        async with contextlib.aclosing(body(hold)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        hold.release()
 
 
 async def _find_run(ex: ExecState, run_id: str) -> dict[str, Any]:
@@ -186,7 +211,7 @@ async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], stat
     """Exchange a token for an HttpOnly session cookie (the page does this once)."""
     ex = _exec(state)
     try:
-        principal, sid = await ex.auth.login_anywhere(data.token.strip(), data.name)
+        principal, sid = await ex.auth.login(data.token.strip(), data.name)
     except ValueError as exc:
         raise ValidationException(str(exc)) from exc
     ex.store.audit(principal.name, principal.role, _addr(request), "login", principal.run_id)
@@ -204,7 +229,10 @@ async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], stat
 
 @post("/exec/logout", status_code=200, raises=errors(403))
 async def logout(request: Request[Any, Any, Any], state: State) -> Response[dict[str, bool]]:
-    await _exec(state).auth.logout_anywhere(request.cookies.get(COOKIE))
+    ex = _exec(state)
+    grant = await ex.auth.logout(request.cookies.get(COOKIE))
+    if grant is not None:
+        await ex.grants.revoke(grant, "logged out")
     return Response({"ok": True}, cookies=[Cookie(key=COOKIE, value="", path=PREFIX, max_age=0, httponly=True)])
 
 
@@ -224,7 +252,8 @@ async def get_policy(state: State) -> dict[str, Any]:
 @get("/exec/runs", guards=[viewer_guard], raises=errors(401))
 async def list_runs(request: Request[Any, Any, Any], state: State, limit: FromQuery[int] = 200) -> dict[str, Any]:
     """Runs, newest first (status, command, owner, start, duration, exit code). With several
-    instances, every live instance's runs, each with its ``instance``, and the live ``instances``."""
+    instances, every instance's runs (those of a dead one too, as ``unreachable`` or ``lost``),
+    each with its ``instance``, and the live ``instances``."""
     ex = _exec(state)
     principal = _principal(request)
     if not 1 <= limit <= 1000:
@@ -234,8 +263,14 @@ async def list_runs(request: Request[Any, Any, Any], state: State, limit: FromQu
         if principal.run_id is not None:
             rows = [r for r in rows if r.id == principal.run_id]
         return {"runs": [r.public() for r in rows]}
-    # Every live instance's runs (a run's owner has the last word on it), newest first.
-    merged = {r.id: r.public() for r in ex.store.list_runs(limit)}
+    # The run index (every instance's runs, the dead ones' too), then ours, then what each live
+    # instance says of its own runs (a run's owner has the last word on it), newest first.
+    merged: dict[str, dict[str, Any]] = {}
+    try:
+        merged.update((r["id"], r) for r in await ex.cluster.index.latest(limit))
+    except BackendUnavailable as exc:
+        log.warning("cannot read the run index: %s", exc)
+    merged.update((r.id, r.public()) for r in ex.store.list_runs(limit))
     answers = await ex.cluster.router.call_all("list", {"limit": limit}, timeout=LIST_TIMEOUT_S)
     for instance, answer in answers.items():
         if isinstance(answer, BaseException):
@@ -352,12 +387,15 @@ async def run_stream(request: Request[Any, Any, Any], run_id: FromPath[str], sta
             start = offset
         else:
             reset = True
-    prelude = encode_json({"run": row.public(), "you": _principal(request).public()}, event="run")
+    principal = _principal(request)
+    prelude = encode_json({"run": row.public(), "you": principal.public()}, event="run")
+
+    def body(hold: Hold) -> AsyncGenerator[bytes, None]:
+        return run_events(ex.hub, run_id, start=start, reset=reset, prelude=prelude, heartbeat=ex.heartbeat, hold=hold)
+
     # An SSEStream, though not a hub subscription: it counts against the per-client stream cap
     # (429) and the write watchdog ends it when its client stops reading, like every other stream.
-    return SSEStream(
-        ex.hub, run_events(ex.hub, run_id, start=start, reset=reset, prelude=prelude, heartbeat=ex.heartbeat)
-    )
+    return SSEStream(ex.hub, _held(ex.grants, principal, body))
 
 
 async def _mirrored_stream(ex: ExecState, request: Request[Any, Any, Any], run_id: str) -> Response[Any]:
@@ -382,11 +420,23 @@ async def _mirrored_stream(ex: ExecState, request: Request[Any, Any, Any], run_i
                     return Response(content=b"", status_code=204, headers=SSE_HEADERS)
     except BackendUnavailable as exc:
         raise _unavailable(exc) from exc
-    if info["status"] == UNREACHABLE:
-        extra += encode_json({"text": info["detail"]}, event="notice")
-    prelude = encode_json({"run": info, "you": _principal(request).public()}, event="run") + extra
-    # "0-0": everything the topic keeps, the run's first event included.
-    return SSEStream(ex.hub, mirrored_events(ex.hub, topic, resume or "0-0", prelude))
+    cluster = ex.cluster
+    assert cluster is not None
+    owner = Cluster.owner_of(run_id)
+    watch = None
+    if owner is not None and owner != cluster.instance and info["status"] in (RUNNING, UNREACHABLE):
+        # Watched while the run goes on: its viewers learn at once when its instance goes away.
+        watch = OwnerWatch(cluster, owner)
+        if info["status"] == UNREACHABLE:
+            extra += watch.event()
+    principal = _principal(request)
+    prelude = encode_json({"run": info, "you": principal.public()}, event="run") + extra
+
+    def body(hold: Hold) -> AsyncGenerator[bytes, None]:
+        # "0-0": everything the topic keeps, the run's first event included.
+        return mirrored_events(ex.hub, topic, resume or "0-0", prelude, hold=hold, owner=watch)
+
+    return SSEStream(ex.hub, _held(ex.grants, principal, body))
 
 
 @get(
@@ -628,9 +678,27 @@ async def resize(
 async def list_events(request: Request[Any, Any, Any], state: State) -> Stream:
     """Run-list changes (a run started or ended) as ``run`` events; not replayed: on (re)connect,
     fetch ``GET /exec/runs``."""
-    if _principal(request).run_id is not None:
+    principal = _principal(request)
+    if principal.run_id is not None:
         raise PermissionDeniedException("this viewer token only gives access to one run")
-    return sse_response(_exec(state).hub, RUNS_TOPIC)
+    ex = _exec(state)
+    holds: list[Hold] = []
+
+    def opened(sub: Subscription) -> None:
+        # Held from when the subscription opens to when the body ends (on_close), so that a
+        # stream refused before it began (429) holds nothing.
+        hold = ex.grants.hold(principal)
+        holds.append(hold)
+        hold.on_end(lambda: sub.close("revoked"))
+
+    def farewell(_: Subscription) -> bytes | None:
+        return holds[0].farewell() if holds and holds[0].reason is not None else None
+
+    async def closed() -> None:
+        for hold in holds:
+            hold.release()
+
+    return sse_response(ex.hub, RUNS_TOPIC, on_open=opened, farewell=farewell, on_close=closed)
 
 
 # -- sharing and audit ----------------------------------------------------------------------------
@@ -649,7 +717,7 @@ async def mint_token(request: Request[Any, Any, Any], data: JSONBody[TokenBody],
     except ValueError as exc:
         raise ValidationException(str(exc).replace("name", "label", 1)) from exc
     principal = _principal(request)
-    token_id, token, expires_at = ex.auth.mint_viewer(
+    token_id, token, expires_at = await ex.auth.mint_viewer(
         run_id=data.run_id, ttl_s=data.ttl_s, label=label, created_by=principal.name
     )
     ex.store.audit(principal.name, principal.role, _addr(request), "mint-viewer-token", data.run_id, token_id=token_id)
@@ -659,14 +727,16 @@ async def mint_token(request: Request[Any, Any, Any], data: JSONBody[TokenBody],
 
 @get("/exec/tokens", guards=[operator_guard], raises=errors(401, 403))
 async def list_tokens(state: State) -> dict[str, list[dict[str, Any]]]:
-    return {"tokens": _exec(state).store.list_viewer_tokens()}
+    return {"tokens": [t.public() for t in await _exec(state).auth.credentials.list_tokens()]}
 
 
 @delete("/exec/tokens/{token_id:str}", guards=[operator_guard], status_code=200, raises=errors(401, 403, 404))
 async def revoke_token(request: Request[Any, Any, Any], token_id: FromPath[str], state: State) -> dict[str, Any]:
     ex = _exec(state)
-    if not ex.store.revoke_viewer_token(token_id):
+    if not await ex.auth.credentials.revoke_token(token_id):
         raise NotFoundException(f"no active viewer token {token_id!r}")
+    # Its open streams end too, on every instance, each with a last "revoked" event.
+    await ex.grants.revoke(f"viewer:{token_id}", "revoked")
     principal = _principal(request)
     ex.store.audit(principal.name, principal.role, _addr(request), "revoke-viewer-token", None, token_id=token_id)
     return {"revoked": token_id}
@@ -695,6 +765,7 @@ def create_app(
     backend: Backend | str | None = None,
     instance: str | None = None,
     beat: float = 2.0,
+    lost_after: float = 30.0,
 ) -> Litestar:
     """The ``/exec/`` app. ``token`` is the operator token (``None``: a new random one; read it
     back with :func:`operator_token`). ``policy`` defaults to ``default_policy.toml``.
@@ -704,7 +775,10 @@ def create_app(
     ``redis://127.0.0.1:6379/0``, makes this one instance of several: run output goes through the
     backend so any instance serves any run, and actions on a run are routed to the instance that
     runs it. ``instance`` names this one (default: host, pid and a random suffix); ``beat`` is
-    how often it tells the others it is alive (gone after three missed beats)."""
+    how often it tells the others it is alive (unreachable after three missed beats);
+    ``lost_after`` how long an instance of another host may be silent before its running runs are
+    declared lost (on this host, as soon as its process is gone). Viewer tokens and sessions are
+    then kept in Redis, so every instance knows them."""
     # The data dir holds the session keys, tokens and every run's log: no run may read it.
     policy = (policy or Policy.default()).protecting(data_dir)
     generated = token is None
@@ -715,9 +789,22 @@ def create_app(
     store = Store(data_dir / "exec.sqlite3")
     runner = Runner(data_dir, store, policy)
     hub = ExecHub(runner, MemoryBackend(max_events=1) if backend is None else backend, hub_settings)
-    auth = Auth(store, operator)
-    cluster = None if single else Cluster(hub, instance=instance, beat=beat)
+    conn: RedisConn | None = None
+    credentials: Credentials = SqliteCredentials(store)
+    cluster: Cluster | None = None
+    if not single:
+        url = getattr(backend, "url", None)
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://")):
+            raise ValueError(f"remote exec on several instances needs a Redis backend, not {type(backend).__name__}")
+        conn = RedisConn(url, str(getattr(backend, "prefix", "sse:")))
+        credentials = RedisCredentials(conn)
+        cluster = Cluster(hub, RunIndex(conn), instance=instance, beat=beat, lost_after=lost_after)
+    auth = Auth(credentials, operator)
+    grants = Grants(hub)
     lost: list[str] = []
+
+    async def tell_list(public: dict[str, Any]) -> None:
+        await hub.publish_json(RUNS_TOPIC, public, event="run", ephemeral=True)
 
     async def announce(row: RunRow) -> None:
         public = row.public()
@@ -725,7 +812,7 @@ def create_app(
             if cluster is not None:
                 await cluster.publish_state(public)
                 public = cluster.describe(public)
-            await hub.publish_json(RUNS_TOPIC, public, event="run", ephemeral=True)
+            await tell_list(public)
         except BackendUnavailable as exc:
             log.warning("cannot announce run %s: %s", row.id, exc)
 
@@ -736,8 +823,9 @@ def create_app(
         store.open()
         lost[:] = runner.recover()
 
-    ex = ExecState(store, runner, auth, policy, hub, generated, heartbeat, cluster)
-    startup: list[Callable[[], Any]] = [open_store, hub.start]
+    ex = ExecState(store, runner, auth, policy, hub, generated, heartbeat, grants, cluster)
+    startup: list[Callable[[], Any]] = [open_store, hub.start, grants.start]
+    shutdown: list[Callable[[], Any]] = [runner.shutdown, grants.close, hub.close, store.close]
     if cluster is not None:
         runner.id_prefix = cluster.id_prefix
         runner.mirror = cluster.mirror
@@ -745,22 +833,19 @@ def create_app(
         for name, action in ACTIONS.items():
             cluster.router.handle(name, functools.partial(action, ex))
 
-        async def lookup(query: Any) -> dict[str, Any] | None:
-            return auth.lookup(query) if isinstance(query, dict) else None
+        async def end_local_runs(reason: str) -> None:
+            for run_id in list(runner.live):
+                with contextlib.suppress(NotRunning):
+                    runner.terminate(run_id, "system", reason)
 
-        async def ask(query: dict[str, Any]) -> dict[str, Any] | None:
-            # The first instance that knows it; a viewer token or session is in one data dir.
-            answers = await cluster.router.call_all("auth", query, timeout=AUTH_TIMEOUT_S)
-            found = [a for name, a in answers.items() if name != cluster.instance and isinstance(a, dict)]
-            return found[0] if found else None
-
-        cluster.router.handle("auth", lookup)
-        auth.ask = ask
+        cluster.announce = tell_list
+        cluster.end_local_runs = end_local_runs
 
         async def join() -> None:
-            await cluster.router.start()
+            await cluster.start()
             # Runs this data dir's dead instances left running: their viewers, on any instance,
-            # learn how they ended (the recovery wrote the same exit to the log file).
+            # learn how they ended (the recovery wrote the same exit to the log file), unless
+            # another instance has told them already (it saw the dead instance's process gone).
             for run_id in lost:
                 row = store.get_run(run_id)
                 if row is None or Cluster.owner_of(run_id) is None:
@@ -768,7 +853,9 @@ def create_app(
                 exit_info = {"status": row.status, "code": None, "signal": None, "duration_s": None,
                              "dropped_bytes": 0, "reason": "the server stopped while this run was running"}  # fmt: skip
                 try:
-                    await hub.publish_json(run_topic(run_id), exit_info, event="exit")
+                    known = await cluster.state(run_id)
+                    if known is None or not Cluster.ended(known):
+                        await hub.publish_json(run_topic(run_id), exit_info, event="exit")
                 except BackendUnavailable as exc:
                     log.warning("cannot publish the end of lost run %s: %s", run_id, exc)
                 await announce(row)
@@ -776,7 +863,9 @@ def create_app(
         startup.append(join)
         # The server closes the hubs before its lifespan shutdown: end the runs first, so their
         # exits reach the backend, and leave the cluster, while the backend is still there.
-        hub.before_close = [runner.shutdown, cluster.router.close]
+        hub.before_close = [runner.shutdown, grants.close, cluster.close]
+        assert conn is not None
+        shutdown.append(conn.close)
     return Litestar(
         route_handlers=[
             *health_routes(),
@@ -804,12 +893,13 @@ def create_app(
         ],
         state=State({"exec_app": ex, "exec_auth": auth, "sse_hubs": [hub]}),
         on_startup=startup,
-        on_shutdown=[runner.shutdown, hub.close, store.close],
+        on_shutdown=shutdown,
         **app_defaults(
             "/exec",
             "remote_exec",
             "Run commands, stream their output over SSE, send input and signals.",
             max_body=MAX_BODY,
+            exception_handlers={BackendUnavailable: _backend_down},
         ),
     )
 

@@ -288,16 +288,17 @@ class Store:
         ).fetchone()
         return row
 
-    def viewer_token_valid(self, token_id: str) -> bool:
-        row = self.db.execute(
-            "SELECT 1 FROM viewer_tokens WHERE id = ? AND revoked = 0 AND expires_at > ?", (token_id, time.time())
+    def get_viewer_token(self, token_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM viewer_tokens WHERE id = ? AND revoked = 0 AND expires_at > ?", (token_id, time.time())
         ).fetchone()
-        return row is not None
+        return row
 
-    def list_viewer_tokens(self) -> list[dict[str, Any]]:
+    def list_viewer_tokens(self, limit: int = 200) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT id, run_id, label, created_by, created_at, expires_at, revoked FROM viewer_tokens"
-            " ORDER BY created_at DESC LIMIT 200"
+            "SELECT id, token_hash, run_id, label, created_by, created_at, expires_at, revoked FROM viewer_tokens"
+            " ORDER BY created_at DESC LIMIT ?",
+            (limit,),
         ).fetchall()
         return [dict(r) | {"revoked": bool(r["revoked"])} for r in rows]
 

@@ -11,12 +11,14 @@ run output does not go through it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from shared.backends.base import Backend, BackendUnavailable
 from shared.encoding import encode, encode_comment, encode_json
-from shared.hub import Hub, HubSettings
+from shared.hub import Hub, HubSettings, Subscription
 
+from .cluster import OwnerWatch
+from .grants import Hold
 from .runlog import RunLog, encode_frames
 from .runner import Runner
 
@@ -58,14 +60,18 @@ async def run_events(
     reset: bool,
     prelude: bytes,
     heartbeat: float = HEARTBEAT_S,
-) -> AsyncIterator[bytes]:
-    """``retry`` + ``prelude``, the log from byte ``start``, then live frames until ``exit``."""
+    hold: Hold | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """``retry`` + ``prelude``, the log from byte ``start``, then live frames until ``exit``
+    (or until ``hold``'s credential is revoked or expires: then a ``revoked`` event)."""
     runner = hub.runner
     live = runner.live.get(run_id)
     reader = RunLog(runner.log_path(run_id))
     if live is not None:
         live.viewers += 1
         live.pulse.fire()
+        if hold is not None:
+            hold.on_end(live.pulse.fire)
     try:
         first = encode(retry=3000) + prelude
         if reset:
@@ -84,6 +90,9 @@ async def run_events(
                     id=f"o{pos}",
                     retry=SHUTDOWN_RETRY_MS,
                 )
+                return
+            if hold is not None and hold.reason is not None:
+                yield hold.farewell()
                 return
             reader.refresh()
             frames = reader.read(pos, READ_BYTES)
@@ -115,20 +124,66 @@ async def run_events(
 _EXIT = b"\nevent: exit\n"
 
 
-async def mirrored_events(hub: Hub, topic: str, after: str, prelude: bytes) -> AsyncIterator[bytes]:
+async def mirrored_events(
+    hub: Hub,
+    topic: str,
+    after: str,
+    prelude: bytes,
+    *,
+    hold: Hold | None = None,
+    owner: OwnerWatch | None = None,
+) -> AsyncGenerator[bytes, None]:
     """``retry`` + ``prelude``, the run's topic after ``after``, live, until its ``exit`` event.
 
     Event data never holds a raw line break (output is JSON-escaped), so ``event: exit`` at the
     start of a line is always the exit event's own field.
+
+    ``hold``: the stream ends with ``revoked`` when its credential does. ``owner``: the run's
+    owner is watched while the run goes on; when it becomes unreachable (or reachable again) the
+    stream says so at once, between two events of the topic (the subscription is ended and made
+    again from the last id it delivered, so nothing is lost or repeated).
     """
+    current: list[Subscription] = []
+
+    def wake() -> None:
+        if current and (owner is None or owner.moved() or (hold is not None and hold.reason is not None)):
+            current[0].close("woken")
+
+    if hold is not None:
+        hold.on_end(wake)
+    watchers = owner.cluster.watchers if owner is not None else None
+    if watchers is not None:
+        watchers.add(wake)
+    first = True
     try:
-        async with hub.subscribe(topic, after) as sub:
-            yield encode(retry=3000) + prelude
-            async for chunk in sub:
-                yield chunk
-                if _EXIT in chunk:
+        while True:
+            async with hub.subscribe(topic, after) as sub:
+                current[:] = [sub]
+                if hold is not None and hold.reason is not None:
+                    sub.close("woken")  # it ended while we subscribed: what is kept, then the end
+                if first:
+                    yield encode(retry=3000) + prelude
+                    first = False
+                if owner is not None and owner.moved():
+                    yield owner.event()
+                async for chunk in sub:
+                    yield chunk
+                    if _EXIT in chunk:
+                        return
+                current.clear()
+                after = sub.last_id or after
+                if sub.ended_reason == "shutdown":
+                    yield hub.shutdown_event(sub.last_id)
                     return
-            if sub.ended_reason == "shutdown":
-                yield hub.shutdown_event(sub.last_id)
+                if hold is not None and hold.reason is not None:
+                    yield hold.farewell()
+                    return
+                if sub.ended_reason != "woken":
+                    return
+                if owner is not None and owner.moved():
+                    yield owner.event()
     except BackendUnavailable:
         yield encode(retry=1000, comment="event store unavailable; reconnect shortly")
+    finally:
+        if watchers is not None:
+            watchers.discard(wake)

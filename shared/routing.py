@@ -82,6 +82,10 @@ class Router:
         self._peers: dict[str, Peer] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        # Called with (instance, alive) when another instance is first heard from, comes back, or
+        # is forgotten (its goodbye, or three missed beats): apps that show what lives on other
+        # instances tell their clients at once (exec: a run's owner is unreachable).
+        self.on_change: list[Callable[[str, bool], None]] = []
 
     # -- topics -----------------------------------------------------------------------------
 
@@ -232,13 +236,24 @@ class Router:
         if not isinstance(name, str) or name == self.instance:
             return
         if event == "bye":
-            self._peers.pop(name, None)
+            if self._peers.pop(name, None) is not None:
+                self._changed(name, False)
             self._fail_calls_to(name)
             return
         meta = message.get("meta")
+        known = name in self.peers()
         self._peers[name] = Peer(name, meta if isinstance(meta, dict) else {})
+        if not known:
+            self._changed(name, True)
         if event == "hello":
             self._spawn(self._announce("beat"))  # so a new instance learns of us at once
+
+    def _changed(self, instance: str, alive: bool) -> None:
+        for hook in list(self.on_change):
+            try:
+                hook(instance, alive)
+            except Exception:  # one app's bug must not stop the router
+                log.exception("router %s: a peer-change hook failed", self.instance)
 
     def _fail_calls_to(self, instance: str) -> None:
         """Calls waiting on an instance that is gone get 503 now, not 504 at their timeout."""
@@ -271,6 +286,7 @@ class Router:
             for name in lost:  # silent for three beats (killed): its callers get 503 now
                 self._peers.pop(name, None)
                 self._fail_calls_to(name)
+                self._changed(name, False)
             await self._announce("beat")
 
     # -- lifetime ---------------------------------------------------------------------------

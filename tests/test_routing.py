@@ -114,3 +114,33 @@ async def test_an_owner_that_does_not_answer_is_a_504_and_a_stopped_one_a_503(tw
     with pytest.raises(HTTPException) as err:
         await a.call("b", "echo", 1)
     assert err.value.status_code == 503
+
+
+@pytest.mark.redis
+async def test_peer_changes_are_told_when_an_instance_comes_leaves_or_goes_silent(redis_server: RedisServer) -> None:
+    """``on_change``: the hook apps use to tell their clients at once (exec: a run's owner is gone)."""
+    async with AsyncExitStack() as stack:
+        hubs = [await stack.enter_async_context(Hub(from_url(redis_server.url))) for _ in range(3)]
+        a = make_router(hubs[0], "a")
+        seen: list[tuple[str, bool]] = []
+        a.on_change.append(lambda name, alive: seen.append((name, alive)))
+        await a.start()
+        stack.push_async_callback(a.close)
+        b, c = make_router(hubs[1], "b"), make_router(hubs[2], "c")
+        await b.start()
+        await c.start()
+        stack.push_async_callback(c.close)
+        await until_peers(a, {"a", "b", "c"})
+        assert sorted(seen) == [("b", True), ("c", True)]
+        await b.close()  # a goodbye
+        await until_peers(a, {"a", "c"})
+        assert seen[-1] == ("b", False)
+        # c goes silent without a goodbye (as after kill -9): told after three missed beats.
+        for task in c._tasks:
+            task.cancel()
+        for _ in range(40):
+            if seen[-1] == ("c", False):
+                break
+            await asyncio.sleep(0.05)
+        assert seen[-1] == ("c", False), seen
+        assert seen.count(("b", True)) == 1  # its beats did not tell it again

@@ -79,8 +79,8 @@ function exitText(r) {
     case "timeout": return "timed out";
     case "terminated": return "terminated";
     case "failed": return "failed to start";
-    case "lost": return "lost (server restarted)";
-    case "unreachable": return "unreachable (its server is gone)";
+    case "lost": return "lost (its server died while it ran)";
+    case "unreachable": return "unreachable (its server is not answering)";
     default: return r.status || "";
   }
 }
@@ -266,7 +266,7 @@ async function showApp() {
   await loadRuns();
   if (!me.run_id) {
     listStream = connect("/exec/events", {
-      on: { run: (run) => upsertRun(run) },
+      on: { run: (run) => upsertRun(run), revoked: accessEnded },
       onOpen: () => loadRuns(),
     });
   }
@@ -379,6 +379,9 @@ function openRun(id) {
       }),
       viewers: only(onViewers),
       exit: only(onExit),
+      unreachable: only(onUnreachable),
+      reachable: only(onReachable),
+      revoked: accessEnded,
     },
     onState: (s) => {
       if (current === mine && !mine.ended) setState(s);
@@ -485,11 +488,39 @@ function onExit(info) {
   $("controls").hidden = true;
   const run = { ...(current.run || {}), ...info, exit_code: info.code };
   setRunStatus(run);
+  if (info.status === "lost" && info.reason) addNotice(info.reason, "warn");
   if (current.pty) {
     term.options.disableStdin = true;
     term.write("\x1b[?25l"); // no blinking cursor on a finished run
   }
   if (runs.has(current.id)) upsertRun({ ...runs.get(current.id), ...run, duration_s: info.duration_s });
+}
+
+// The run's instance stopped answering (killed, crashed, cut off): its output may stop, and
+// input cannot reach it. "lost" follows (as its exit) once that instance is known to be gone.
+function onUnreachable(d) {
+  const run = { ...(current.run || {}), status: "unreachable" };
+  setRunStatus(run);
+  setState("retrying", "owner unreachable");
+  $("controls").hidden = true;
+  addNotice(d.text, "warn");
+  if (runs.has(current.id)) upsertRun({ ...runs.get(current.id), status: "unreachable" });
+}
+
+function onReachable(d) {
+  setRunStatus({ ...(current.run || {}), status: "running" });
+  setState("open");
+  $("controls").hidden = !(me && me.role === "operator");
+  addNotice(d.text, "notice");
+  if (runs.has(current.id)) upsertRun({ ...runs.get(current.id), status: "running" });
+}
+
+// The token or session this page uses was revoked, expired or logged out: the server ended the
+// stream. Reconnecting would only get 401, so stop here and say why.
+function accessEnded(d) {
+  me = null;
+  closeRun();
+  showLogin(`Access ended: ${(d && d.detail) || "your token was revoked"}. Log in again to keep watching.`);
 }
 
 function addNotice(text, cls) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,3 +132,58 @@ def alive(pid: int) -> bool:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
+
+
+class Watcher:
+    """A stream read in a thread, as a viewer's browser would: every event with the time it came,
+    and when the server ended the stream (``ended``); ``status`` is the answer's HTTP status."""
+
+    def __init__(self, url: str, path: str, *, token: str | None = None, cookies: dict[str, str] | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url, headers=headers, cookies=cookies, timeout=httpx.Timeout(60.0))
+        self.path = path
+        self.events: list[tuple[float, ServerSentEvent]] = []
+        self.status: int | None = None
+        self.ended: float | None = None
+        self.error: BaseException | None = None
+        self.opened = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            with connect_sse(self.http, "GET", self.path) as source:
+                self.status = source.response.status_code
+                self.opened.set()
+                if self.status != 200:
+                    return
+                for sse in source.iter_sse():
+                    self.events.append((time.monotonic(), sse))
+            self.ended = time.monotonic()
+        except BaseException as exc:  # the server went away mid-stream: kept for the test to see
+            self.error = exc
+        finally:
+            self.opened.set()
+            self.done.set()
+
+    def names(self) -> list[str]:
+        return [e.event for _, e in self.events]
+
+    def first(self, name: str) -> tuple[float, ServerSentEvent] | None:
+        return next(((t, e) for t, e in self.events if e.event == name), None)
+
+    def wait_for(self, name: str, timeout: float) -> tuple[float, ServerSentEvent]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.first(name)
+            if found is not None:
+                return found
+            if self.done.is_set():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no {name!r} event within {timeout}s on {self.path}; got {self.names()[-8:]}")
+
+    def close(self) -> None:
+        self.http.close()
+        self.thread.join(5)

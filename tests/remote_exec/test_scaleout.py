@@ -28,7 +28,7 @@ from remote_exec import Policy, create_app
 from remote_exec.store import RunRow, Store
 from tests.rig import LiveServer, RedisServer, free_port, wait_until
 
-from .helpers import TOKEN, ExecClient, alive, make_policy, output, read_until
+from .helpers import TOKEN, ExecClient, Watcher, alive, make_policy, output, read_until
 
 pytestmark = pytest.mark.redis
 
@@ -229,7 +229,7 @@ def test_when_the_owner_goes_away_the_other_instance_says_so(
     with c2.events(rid) as it:
         prelude = [next(it), next(it)]
     assert json.loads(prelude[0].data)["run"]["status"] == "unreachable"
-    assert prelude[1].event == "notice"
+    assert prelude[1].event == "unreachable"
     assert "not reachable" in prelude[1].data
     # A graceful stop ends the run and publishes its end: instance 2 answers 409, not 503.
     pids = run_pids(tmp_path / "data1")
@@ -335,3 +335,122 @@ def test_a_restart_marks_lost_only_the_runs_whose_instance_died(tmp_path: Path, 
         assert c.http.get(f"/exec/runs/{dead}").json()["status"] == "lost"
         # Not marked lost; not in the cluster either: shown as unreachable, not "running".
         assert c.http.get(f"/exec/runs/{sibling}").json()["status"] == "unreachable"
+
+
+def test_revoking_a_viewer_token_on_one_instance_ends_its_streams_on_the_other(
+    pair: tuple[LiveServer, LiveServer, ExecClient, ExecClient],
+) -> None:
+    """Issue 14 part 5 across instances: the revocation is published; every instance ends its own."""
+    one, two, c1, _ = pair
+    rid = c1.start(
+        argv=["python3", "-c", "import time\nwhile True:\n    print('x', flush=True)\n    time.sleep(0.1)\n"]
+    )["id"]
+    minted = c1.http.post("/exec/tokens", json={"label": "guest"}).json()
+    watchers = [
+        Watcher(two.url, f"/exec/runs/{rid}/events", token=minted["token"]),
+        Watcher(two.url, "/exec/events", token=minted["token"]),
+        Watcher(one.url, f"/exec/runs/{rid}/events", token=minted["token"]),
+    ]
+    try:
+        for w in watchers:
+            assert w.opened.wait(10)
+            assert w.status == 200
+        watchers[0].wait_for("stdout", 10)
+        watchers[2].wait_for("stdout", 10)
+        revoked_at = time.monotonic()
+        assert c1.http.delete(f"/exec/tokens/{minted['id']}").status_code == 200
+        for w in watchers:
+            assert w.done.wait(7), f"{w.path} still open; {w.names()[-5:]}"
+            assert w.ended is not None
+            assert w.ended - revoked_at <= 2.0, f"{w.path} ended {w.ended - revoked_at:.2f} s after"
+            assert w.events[-1][1].event == "revoked"
+        with ExecClient(two.url, token=minted["token"]) as late:
+            assert late.http.get(f"/exec/runs/{rid}").status_code == 401
+    finally:
+        c1.http.post(f"/exec/runs/{rid}/terminate")
+        for w in watchers:
+            w.close()
+
+
+def test_an_owner_of_another_host_silent_past_lost_after_has_its_runs_declared_lost(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Issue 13 part 4, for an owner on another host (its pid cannot be checked): ``unreachable``
+    when it is forgotten, ``lost`` once its liveness key expires (``lost_after``); if it was only
+    cut off and comes back, it ends those runs itself, so "lost" stays true."""
+    work = tmp_path / "work"
+    work.mkdir()
+    policy = make_policy(work)
+
+    def node(name: str, data: Path) -> LiveServer:
+        return LiveServer(
+            lambda: create_app(
+                data, token=TOKEN, policy=policy, backend=redis_server.url, instance=name, beat=0.3, lost_after=2.0
+            )
+        )
+
+    data1, data2 = tmp_path / "d1", tmp_path / "d2"
+    try:
+        with (
+            node("far-host-1-aaaaaa", data1) as one,
+            node("near-host-2-bbbbbb", data2) as two,
+            ExecClient(one.url) as c1,
+            ExecClient(two.url) as c2,
+        ):
+            wait_until(lambda: len(c2.http.get("/exec/runs").json()["instances"]) == 2, what="peers")
+            rid = c1.start(argv=["sleep", "60"], timeout_s=60)["id"]
+            wait_until(lambda: c2.http.get(f"/exec/runs/{rid}").json()["status"] == "running", what="running on 2")
+            watcher = Watcher(two.url, f"/exec/runs/{rid}/events", token=TOKEN)
+            watcher.wait_for("run", 10)
+            # Instance 1 goes silent (a hang, a network split): no beats, no liveness key refresh.
+            assert one.server is not None
+            assert one.server.loop is not None
+            cluster = one.app.state.exec_app.cluster
+            cut = time.monotonic()
+
+            async def go_silent() -> None:
+                assert cluster._task is not None
+                cluster._task.cancel()
+                await cluster.router.close()
+
+            asyncio.run_coroutine_threadsafe(go_silent(), one.server.loop).result(10)
+            at, _ = watcher.wait_for("unreachable", 5)
+            lost_at, ended = watcher.wait_for("exit", 10)
+            assert at <= lost_at
+            assert json.loads(ended.data)["status"] == "lost"
+            assert 1.5 <= lost_at - cut <= 6.0, f"lost {lost_at - cut:.1f} s after it went silent"
+            assert watcher.done.wait(5)
+            watcher.close()
+            listed = {r["id"]: r for r in c2.http.get("/exec/runs").json()["runs"]}
+            assert listed[rid]["status"] == "lost"
+            # It comes back: it learns its runs were declared lost, and ends them.
+            pids = run_pids(data1)
+            assert pids
+            assert all(alive(p) for p in pids)
+
+            async def come_back() -> None:
+                await cluster.router.start()
+                cluster._task = asyncio.ensure_future(cluster._beats())
+
+            asyncio.run_coroutine_threadsafe(come_back(), one.server.loop).result(10)
+            wait_until(lambda: not any(alive(p) for p in run_pids(data1)), timeout=10, what="its run ended")
+            assert c1.http.get(f"/exec/runs/{rid}").json()["status"] != "running"
+    finally:
+        kill_leftovers(data1, data2)
+
+
+def test_with_redis_away_a_viewer_token_gets_503_not_500(
+    pair: tuple[LiveServer, LiveServer, ExecClient, ExecClient], redis_server: RedisServer
+) -> None:
+    """Tokens and sessions are in Redis now: while it is away, asking about one is a clear 503."""
+    _, two, c1, c2 = pair
+    token = c1.http.post("/exec/tokens", json={"label": "guest"}).json()["token"]
+    redis_server.kill()
+    with ExecClient(two.url, token=token) as guest:
+        r = guest.http.get("/exec/me")
+        assert r.status_code == 503, r.text
+        assert "unavailable" in r.json()["detail"]
+        assert r.headers["retry-after"] == "1"
+    assert c2.http.get("/exec/me").status_code == 200  # the operator token needs no lookup
+    listed = c2.http.get("/exec/tokens")
+    assert listed.status_code == 503, listed.text

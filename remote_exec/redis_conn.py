@@ -1,0 +1,63 @@
+"""The exec app's own Redis connection (the hub's backend has its own) for what is not a topic:
+viewer tokens, sessions, the run index, liveness.
+
+Short timeouts and no retries, as in ``shared.backends.redis``: while Redis is unreachable a call
+fails within about a second with ``BackendUnavailable`` and the client gets a 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from redis import exceptions as rex
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from shared.backends import BackendUnavailable
+
+__all__ = ["RedisConn"]
+
+T = TypeVar("T")
+
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    rex.ReadOnlyError,
+    rex.OutOfMemoryError,
+    rex.TryAgainError,
+)
+
+
+class RedisConn:
+    """``redis`` answers with ``str``; ``key("a", "b")`` is ``<prefix>exec:a:b``."""
+
+    def __init__(self, url: str, prefix: str = "sse:", *, max_connections: int = 20) -> None:
+        self.url = url
+        self.prefix = f"{prefix}exec:"
+        options: dict[str, Any] = {
+            "max_connections": max_connections,
+            "timeout": 1.0,  # waiting for a free pooled connection
+            "socket_timeout": 2.0,
+            "socket_connect_timeout": 0.5,
+            "client_name": "exec",
+            **parse_url(url),
+            "protocol": 2,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self.redis = Redis(connection_pool=BlockingConnectionPool(**options, decode_responses=True))
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def io(self, call: Awaitable[T]) -> T:
+        """Await a redis-py call; Redis being away is ``BackendUnavailable`` (a 503 upstream)."""
+        try:
+            return await call
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(f"Redis at {self.url.split('@')[-1]} is unavailable ({exc})") from exc
+
+    async def close(self) -> None:
+        await self.redis.aclose(close_connection_pool=True)
