@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +21,7 @@ from litestar.datastructures import Cookie
 from litestar.exceptions import ClientException, NotAuthorizedException
 
 from shared.security import new_token, tokens_equal
+from shared.throttle import FailureThrottle
 
 from .sessions import LoginSession, LoginSessions, session_key
 
@@ -30,7 +30,6 @@ __all__ = ["COOKIE", "Actor", "ControlAuth"]
 COOKIE = "dashboard_control"
 COOKIE_PATH = "/dashboard"
 MIN_TOKEN_LENGTH = 8
-MAX_TRACKED_ADDRESSES = 10_000
 MAX_COOKIE_LENGTH = 200  # ours are 43 characters; anything much longer is not one
 
 
@@ -85,9 +84,7 @@ class ControlAuth:
         self._fp = hmac.new(self.token.encode(), b"dashboard login session v2", hashlib.sha256).hexdigest()[:32]
         # Wrong log-ins per client address (issue 14.12): a flood from one address must not lock
         # out the operator at another. Bounded: the oldest addresses are forgotten first.
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._max_failures = max_failures
-        self._window = failure_window
+        self.throttle = FailureThrottle(max_failures, failure_window)
 
     async def session_of(self, request: Request[Any, Any, Any]) -> LoginSession | None:
         """The live login session the request's cookie names, or ``None``."""
@@ -131,35 +128,24 @@ class ControlAuth:
             raise NotAuthorizedException(detail, headers={"WWW-Authenticate": 'Bearer realm="dashboard"'})
         return actor
 
-    def _throttle(self, address: str, now: float) -> deque[float] | None:
-        failures = self._failures.get(address)
-        if failures is not None:
-            while failures and failures[0] < now - self._window:
-                failures.popleft()
-            if len(failures) >= self._max_failures:
-                wait = max(1, int(failures[0] + self._window - now) + 1)
-                raise ClientException(
-                    status_code=429,
-                    detail=f"too many wrong tokens from {address}; try again in {wait} s "
-                    "(log-ins are throttled per client address)",
-                    headers={"Retry-After": str(wait)},
-                )
-        return failures
+    def _throttle(self, address: str) -> None:
+        wait = self.throttle.wait(address)
+        if wait is not None:
+            raise ClientException(
+                status_code=429,
+                detail=f"too many wrong tokens from {address}; try again in {wait} s "
+                "(log-ins are throttled per client address)",
+                headers={"Retry-After": str(wait)},
+            )
 
     async def login(self, given: Any, secure: bool, address: str = "unknown", old: str | None = None) -> Cookie:
         """Check a token typed into the page; the cookie of a new login session. 401 if wrong, 429
         when the same client address got ``max_failures`` wrong within the window (other addresses
         are not held up). ``old``, the cookie the browser had, is revoked: a log-in never keeps a
         session someone else may have planted or copied."""
-        now = time.monotonic()
-        failures = self._throttle(address, now)
+        self._throttle(address)
         if not isinstance(given, str) or not tokens_equal(given.strip(), self.token):
-            if failures is None:
-                failures = self._failures[address] = deque()
-                while len(self._failures) > MAX_TRACKED_ADDRESSES:
-                    self._failures.popitem(last=False)
-            self._failures.move_to_end(address)
-            failures.append(now)
+            self.throttle.failed(address)
             raise NotAuthorizedException("wrong control token")
         if old and len(old) <= MAX_COOKIE_LENGTH:
             await self.sessions.revoke(session_key(old))

@@ -14,7 +14,7 @@ import logging
 import os
 import shlex
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,11 @@ from litestar.datastructures import Cookie, State
 from litestar.exceptions import (
     ClientException,
     HTTPException,
+    NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
     ServiceUnavailableException,
+    TooManyRequestsException,
     ValidationException,
 )
 from litestar.openapi import ResponseSpec
@@ -45,6 +47,7 @@ from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
 from shared.responses import SSE_HEADERS, SSEStream, last_event_id, sse_response
 from shared.security import new_token
+from shared.throttle import FailureThrottle
 
 from .auth import COOKIE, SESSION_TTL_S, Auth, Principal, clean_name, operator_guard, viewer_guard
 from .cluster import UNREACHABLE, Cluster, OwnerWatch
@@ -87,6 +90,8 @@ class ExecState:
     heartbeat: float
     grants: Grants
     cluster: Cluster | None = None
+    # Wrong log-ins per client address (issue 14.12): 10 a minute, then 429 for that address only.
+    login_failures: FailureThrottle = field(default_factory=FailureThrottle)
 
 
 def _exec(state: State) -> ExecState:
@@ -206,14 +211,27 @@ async def page() -> File:
     return File(STATIC / "exec.html", content_disposition_type="inline", media_type="text/html")
 
 
-@post("/exec/login", status_code=200, raises=errors(401, 403, 413, 503))
+@post("/exec/login", status_code=200, raises=errors(401, 403, 413, 429, 503))
 async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], state: State) -> Response[dict[str, Any]]:
     """Exchange a token for an HttpOnly session cookie (the page does this once)."""
     ex = _exec(state)
+    addr = _addr(request)
+    wait = ex.login_failures.wait(addr)
+    if wait is not None:
+        ex.store.audit("?", "none", addr, "login-throttled", None)
+        raise TooManyRequestsException(
+            f"too many wrong tokens from {addr}; try again in {wait} s (log-ins are throttled per client address)",
+            headers={"Retry-After": str(wait)},
+        )
     try:
         principal, sid = await ex.auth.login(data.token.strip(), data.name)
     except ValueError as exc:
         raise ValidationException(str(exc)) from exc
+    except NotAuthorizedException:
+        ex.login_failures.failed(addr)
+        # Who tried, from where; never what they typed (it may be a real token with a typo).
+        ex.store.audit("?", "none", addr, "login-failed", None, name=(data.name or "")[:64])
+        raise
     ex.store.audit(principal.name, principal.role, _addr(request), "login", principal.run_id)
     cookie = Cookie(
         key=COOKIE,
