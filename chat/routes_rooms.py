@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
@@ -13,6 +13,7 @@ from shared.errors import errors
 
 from .context import CurrentUser, chat_of
 from .model import room_topic
+from .ratelimit import Rate
 from .rules import check_room_name
 
 __all__ = ["handlers"]
@@ -35,10 +36,16 @@ async def list_rooms(state: State, user: CurrentUser) -> dict[str, Any]:
 
 
 @post("/chat/rooms", status_code=201, raises=errors(401, 403, 409, 413, 422, 429, 503))
-async def create_room(state: State, user: CurrentUser, data: JSONBody[RoomBody]) -> dict[str, Any]:
+async def create_room(
+    request: Request[Any, Any, Any], state: State, user: CurrentUser, data: JSONBody[RoomBody]
+) -> dict[str, Any]:
     chat = chat_of(state)
     name = check_room_name(data.name, chat.settings.max_room_name)
-    await chat.spend(user)
+    await chat.spend(user, request)
+    s = chat.settings
+    rate = Rate("room_rate", s.room_rate, s.room_burst, "new rooms per person and per client address")
+    await chat.take(rate, user.id)
+    await chat.take(rate, chat.address(request))
     return await chat.store.create_room(name, user)
 
 
@@ -51,10 +58,15 @@ async def typing(state: State, user: CurrentUser, room: FromPath[str]) -> None:
         await chat.announce(room_topic(room), "typing", {"id": user.id, "name": user.name})
 
 
-@post("/chat/rooms/{room:str}/read", status_code=204, raises=errors(401, 403, 404, 409, 413, 503))
-async def mark_read(state: State, user: CurrentUser, room: FromPath[str], data: JSONBody[ReadBody]) -> None:
-    """Everything up to message ``id`` has been seen (markers only move forward)."""
-    await chat_of(state).store.mark_read(room, user.id, data.id)
+@post("/chat/rooms/{room:str}/read", status_code=204, raises=errors(401, 403, 404, 409, 413, 429, 503))
+async def mark_read(
+    request: Request[Any, Any, Any], state: State, user: CurrentUser, room: FromPath[str], data: JSONBody[ReadBody]
+) -> None:
+    """Everything up to message ``id`` has been seen (markers only move forward). A write to
+    disk like any other, so it spends from the same rate limits (the page sends one a second at most)."""
+    chat = chat_of(state)
+    await chat.spend(user, request)
+    await chat.store.mark_read(room, user.id, data.id)
 
 
 handlers = [list_rooms, create_room, typing, mark_read]
