@@ -9,7 +9,7 @@ Keys (``P`` is the chat's prefix, ``sse:chat:`` by default):
   has not expired; a killed instance's entries expire ``presence_ttl`` seconds after its last
   heartbeat, and the next instance to reap the room announces those people's ``leave``.
 - ``P presence-names:<room>``: hash, user id -> name shown; ``P presence-rooms``: rooms with entries.
-- ``P name:<casefolded name>`` -> user id, ``P name-of:<user id>`` -> casefolded name, both
+- ``P name:<the name's skeleton>`` -> user id, ``P name-of:<user id>`` -> that skeleton, both
   with a ``name_ttl`` TTL that every request and every heartbeat of an open stream renews.
 
 Each change is one Lua script, so "was this person already here?" and "was that their last
@@ -21,6 +21,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
+from .lookalike import skeleton
 from .names import Names
 from .presence import Added, Person, RoomFull, Roster
 from .redis_conn import RedisConn
@@ -241,7 +242,7 @@ class RedisNames(Names):
         self._touch = conn.script(_TOUCH)
 
     async def claim(self, user: User) -> bool:
-        folded = user.name.casefold()
+        folded = skeleton(user.name)  # look-alikes are one name (chat.lookalike)
         keys = [self.conn.key("name", folded), self.conn.key("name-of", user.id)]
         args: list[str | int] = [user.id, folded, _ms(self.name_ttl), self.conn.prefix]
         return bool(await self._claim(keys=keys, args=args))
