@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class Chat:
     secret: bytes | None = None  # the cookie signing key if given; else the store's (made once)
     db: Database | None = None  # the SQLite store's database (None with Redis)
     _signer: SessionSigner | None = None
+    _sweeper: asyncio.Task[None] | None = None
 
     @property
     def signer(self) -> SessionSigner:
@@ -63,12 +65,29 @@ class Chat:
             self.store.on_secret = self._new_secret
         await self.revocations.start()
         await self.presence.start()
+        self._sweeper = asyncio.create_task(self._sweep_rooms(), name="chat-room-sweeper")
+
+    async def _sweep_rooms(self) -> None:
+        """Delete the user-made rooms that stayed empty and unused for ``empty_room_ttl``."""
+        while True:
+            try:
+                gone = await self.store.expire_rooms(self.settings.empty_room_ttl)
+            except Exception as exc:  # the store is away (Redis down, disk full): next time
+                log.info("could not expire unused rooms: %r", exc)
+            else:
+                if gone:
+                    log.info("deleted %d rooms that were empty and unused: %s", len(gone), ", ".join(gone))
+            await asyncio.sleep(self.settings.room_sweep_interval)
 
     def _new_secret(self, key: bytes) -> None:
         self._signer = SessionSigner(key, self.settings.session_max_age)
 
     async def stop(self) -> None:
         # The store closes last: requests still in flight while the streams end can finish.
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.wait({self._sweeper}, timeout=2)
+            self._sweeper = None
         await self.presence.close()
         await self.hub.close()
         await self.store.close()

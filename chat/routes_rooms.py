@@ -1,12 +1,13 @@
-"""``/chat/rooms``: the room list with unread counts, creating rooms, typing and read markers."""
+"""``/chat/rooms``: the room list with unread counts, creating and deleting rooms, typing and read markers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
-from litestar import Request, get, post
+from litestar import Request, delete, get, post
 from litestar.datastructures import State
+from litestar.exceptions import ClientException
 from litestar.params import FromPath, JSONBody
 
 from shared.errors import errors
@@ -45,8 +46,25 @@ async def create_room(
     s = chat.settings
     rate = Rate("room_rate", s.room_rate, s.room_burst, "new rooms per person and per client address")
     await chat.take(rate, user.id)
-    await chat.take(rate, chat.address(request))
-    return await chat.store.create_room(name, user)
+    address = chat.address(request)
+    await chat.take(rate, address)
+    return await chat.store.create_room(name, user, address)
+
+
+@delete("/chat/rooms/{room:str}", status_code=204, raises=errors(401, 403, 404, 409, 429, 503))
+async def delete_room(request: Request[Any, Any, Any], state: State, user: CurrentUser, room: FromPath[str]) -> None:
+    """Delete a room you created, once it is empty: no live message, nobody else in it. The
+    default rooms are never deleted. Pages get ``room_deleted`` (lobby) and ``deleted`` (room)."""
+    chat = chat_of(state)
+    await chat.spend(user, request)
+    await chat.store.require_room(room)
+    others = [m for m in await chat.presence.members(room) if m["id"] != user.id]
+    if others:
+        raise ClientException(
+            f"the room {room!r} has {len(others)} other people in it: only an empty room can be deleted",
+            status_code=409,
+        )
+    await chat.store.delete_room(room, user)
 
 
 @post("/chat/rooms/{room:str}/typing", status_code=204, raises=errors(401, 403, 404, 409, 503))
@@ -69,4 +87,4 @@ async def mark_read(
     await chat.store.mark_read(room, user.id, data.id)
 
 
-handlers = [list_rooms, create_room, typing, mark_read]
+handlers = [list_rooms, create_room, delete_room, typing, mark_read]

@@ -34,6 +34,13 @@ class ChatSettings:
     room_burst: int = 5
     limit_loopback: bool = False
     max_rooms: int = 100
+    # Rooms one person, and one address, may hold at once (they may delete their empty ones).
+    max_rooms_per_person: int = 5
+    max_rooms_per_address: int = 10
+    # A user-made room with no message and nothing new for this long is deleted (checked every
+    # `room_sweep_interval` seconds); the default rooms never are.
+    empty_room_ttl: float = 24 * 3600.0
+    room_sweep_interval: float = 600.0
     # People in one room at once (those with it open, and those in their grace period). One more
     # is refused with 409 when opening the room's stream; someone already in it (another tab, a
     # reconnect) never is.

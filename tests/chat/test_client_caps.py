@@ -10,6 +10,7 @@ holds nothing is still served. With Redis, the limits hold across two instances.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from chat import ChatSettings, create_app
 from chat.session import COOKIE
-from tests.rig import LiveServer, RedisServer
+from tests.rig import LiveServer, RedisServer, read_events, wait_until
 
 PROXIED = {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1"}
 ATTACKER = "203.0.113.7"
@@ -145,3 +146,147 @@ def test_read_markers_are_rate_limited(kind: str, tmp_path: Path) -> None:
         other = Client(https[0], "198.51.100.9")
         assert other.join("other").status_code == 200
         assert other.request("POST", "/chat/rooms/general/read", json={"id": mid}).status_code == 204
+
+
+# -- rooms: a share per client, deletion by the creator, expiry --------------------------------------
+
+
+def room_names(c: Client) -> list[str]:
+    r = c.request("GET", "/chat/rooms")
+    assert r.status_code == 200, r.text
+    return [room["name"] for room in r.json()["rooms"]]
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_throwaway_sessions_cannot_take_every_room_slot(kind: str, tmp_path: Path) -> None:
+    """8 throwaway sessions took all 100 room slots in 0.5 s, and no room could be deleted."""
+    settings = ChatSettings(max_rooms=14, room_burst=50)  # 2 default rooms + 12
+    with store(kind, tmp_path, settings) as https:
+        made: list[str] = []
+        last = None
+        for i in range(8):
+            s = Client(https[i % len(https)], ATTACKER)
+            assert s.join(f"squatter{i}").status_code == 200
+            for j in range(3):
+                last = s.request("POST", "/chat/rooms", json={"name": f"squat-{i}-{j}"})
+                if last.status_code == 201:
+                    made.append(f"squat-{i}-{j}")
+        assert len(made) == 10  # the address's share
+        assert last is not None
+        refused(last, 409, "max_rooms_per_address", "rooms were made from your address", "10 per client address")
+        # A second address fills the two slots left.
+        other = Client(https[0], "203.0.113.8")
+        assert other.join("other").status_code == 200
+        for j in range(2):
+            assert other.request("POST", "/chat/rooms", json={"name": f"other-{j}"}).status_code == 201
+        refused(other.request("POST", "/chat/rooms", json={"name": "other-2"}), 409, "max_rooms", "already 14 rooms")
+        # Full; a client that holds no room still gets one: an empty room of the biggest holder goes.
+        newcomer = Client(https[-1], "198.51.100.9")
+        assert newcomer.join("newcomer").status_code == 200
+        r = newcomer.request("POST", "/chat/rooms", json={"name": "real-work"})
+        assert r.status_code == 201, r.text
+        rooms = room_names(newcomer)
+        assert len(rooms) == 14
+        assert "real-work" in rooms
+        assert "squat-0-0" not in rooms  # the attacker's, idle longest
+        assert {"general", "random", "other-0", "other-1"} <= set(rooms)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_room_creation_is_rate_limited_per_address(kind: str, tmp_path: Path) -> None:
+    with store(kind, tmp_path, ChatSettings()) as https:
+        codes = []
+        for i in range(3):
+            s = Client(https[i % len(https)], ATTACKER)
+            assert s.join(f"maker{i}").status_code == 200
+            codes += [s.request("POST", "/chat/rooms", json={"name": f"r-{i}-{j}"}) for j in range(2)]
+        assert [r.status_code for r in codes[:5]] == [201] * 5
+        refused(codes[5], 429, "room_rate", "new rooms per person and per client address", "one every 60 s")
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_the_creator_deletes_an_empty_room_and_every_page_hears_of_it(kind: str, tmp_path: Path) -> None:
+    with store(kind, tmp_path, ChatSettings(presence_grace=0.2)) as https:
+        ada, bob = Client(https[0], "198.51.100.1"), Client(https[-1], "198.51.100.2")
+        assert ada.join("ada").status_code == 200
+        assert bob.join("bob").status_code == 200
+        room = ada.request("POST", "/chat/rooms", json={"name": "scratch"})
+        assert room.status_code == 201
+        assert room.json()["created_by_id"] == ada.request("GET", "/chat/session").json()["id"]
+        lobby_from = bob.request("GET", "/chat/rooms").json()["latest_event_id"]
+
+        r = bob.request("DELETE", "/chat/rooms/scratch")
+        assert r.status_code == 403
+        assert "only the person who created" in r.json()["detail"]
+        r = ada.request("DELETE", "/chat/rooms/general")
+        assert r.status_code == 403
+        assert "default rooms" in r.json()["detail"]
+        mid = ada.send("scratch", "draft", "d1").json()["id"]
+        r = ada.request("DELETE", "/chat/rooms/scratch")
+        assert r.status_code == 409
+        assert "has 1 messages" in r.json()["detail"]
+        assert ada.request("DELETE", f"/chat/rooms/scratch/messages/{mid}").status_code == 204
+        # Someone is in it: not empty either.
+        with bob.http.stream(
+            "GET", "/chat/rooms/scratch/events", headers={"Cookie": f"{COOKIE}={bob.cookie}"}
+        ) as stream:
+            assert stream.status_code == 200
+            next(stream.iter_lines())
+            r = ada.request("DELETE", "/chat/rooms/scratch")
+            assert r.status_code == 409
+            assert "1 other people in it" in r.json()["detail"]
+        time.sleep(0.6)  # bob's grace period ends
+        assert ada.request("DELETE", "/chat/rooms/scratch").status_code == 204
+        assert "scratch" not in room_names(bob)
+        assert ada.request("DELETE", "/chat/rooms/scratch").status_code == 404
+        # Bob's page (on the other instance with Redis) hears of it from the lobby stream.
+        headers = {"Cookie": f"{COOKIE}={bob.cookie}", "Last-Event-ID": lobby_from}
+        events = read_events(f"{bob.http.base_url}/chat/events", n=1, headers=headers)
+        assert events[0].event == "room_deleted"
+        assert json.loads(events[0].data) == {"name": "scratch", "reason": "deleted"}
+        # The name is free again.
+        assert bob.request("POST", "/chat/rooms", json={"name": "scratch"}).status_code == 201
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_empty_rooms_expire_when_unused(kind: str, tmp_path: Path) -> None:
+    settings = ChatSettings(empty_room_ttl=1.0, room_sweep_interval=0.3)
+    with store(kind, tmp_path, settings) as https:
+        ada = Client(https[0], "198.51.100.1")
+        assert ada.join("ada").status_code == 200
+        assert ada.request("POST", "/chat/rooms", json={"name": "forgotten"}).status_code == 201
+        assert ada.request("POST", "/chat/rooms", json={"name": "used"}).status_code == 201
+        assert ada.send("used", "kept", "k1").status_code == 201
+        wait_until(lambda: "forgotten" not in room_names(ada), timeout=10, what="the unused room to expire")
+        assert {"general", "random", "used"} <= set(room_names(ada))
+
+
+def test_a_database_from_before_room_creators_is_migrated(tmp_path: Path) -> None:
+    """Schema 1 had no creator columns: they are added, old rooms count as nobody's."""
+    import re
+    import sqlite3
+
+    from chat.db import SCHEMA
+
+    v1_rooms = "CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_by TEXT NOT NULL, "
+    v1_rooms += "created_at REAL NOT NULL)"
+    old = re.sub(r"CREATE TABLE rooms \(.*?\n\);", v1_rooms + ";", SCHEMA, flags=re.S)
+    assert "creator_id" not in old
+    d = tmp_path / "i0"
+    d.mkdir()
+    conn = sqlite3.connect(d / "chat.sqlite3")
+    for statement in old.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('db_id', 'oldfile1')")
+    conn.execute("INSERT INTO rooms (name, created_by, created_at) VALUES ('legacy', 'someone', 0)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with chat_servers(tmp_path, ChatSettings()) as urls, httpx.Client(base_url=urls[0], timeout=10) as http:
+        ada = Client(http, "198.51.100.1")
+        assert ada.join("ada").status_code == 200
+        assert "legacy" in room_names(ada)
+        r = ada.request("DELETE", "/chat/rooms/legacy")
+        assert r.status_code == 403  # made before creators were kept: nobody may delete it
+        assert ada.request("POST", "/chat/rooms", json={"name": "fresh"}).status_code == 201
