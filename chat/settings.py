@@ -45,6 +45,9 @@ class ChatSettings:
     # is refused with 409 when opening the room's stream; someone already in it (another tab, a
     # reconnect) never is.
     max_room_members: int = 2000
+    # ...and at most this many of them from one client address (fake members cost one join
+    # each, so one address could fill a room: issue 14.4).
+    max_room_members_per_address: int = 20
     max_room_name: int = 32
     max_user_name: int = 24
     # Distinct emoji on one message; stops a message from growing a wall of reactions.

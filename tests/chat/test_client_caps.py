@@ -290,3 +290,62 @@ def test_a_database_from_before_room_creators_is_migrated(tmp_path: Path) -> Non
         r = ada.request("DELETE", "/chat/rooms/legacy")
         assert r.status_code == 403  # made before creators were kept: nobody may delete it
         assert ada.request("POST", "/chat/rooms", json={"name": "fresh"}).status_code == 201
+
+
+# -- room members: a share per address, and a way in for a newcomer ---------------------------------
+
+
+def visit(c: Client, room: str) -> httpx.Response:
+    """Open the room's stream, read its ``presence`` snapshot, hang up (a member in grace now)."""
+    headers = {"X-Forwarded-For": c.address, "Cookie": f"{COOKIE}={c.cookie}"}
+    try:
+        with c.http.stream("GET", f"/chat/rooms/{room}/events", headers=headers) as r:
+            if r.status_code == 200:
+                for line in r.iter_lines():
+                    if line.startswith("event: presence"):
+                        break
+            else:
+                r.read()
+            return r
+    finally:
+        c.http.cookies.clear()
+
+
+def members(c: Client, room: str) -> list[str]:
+    headers = {"X-Forwarded-For": c.address, "Cookie": f"{COOKIE}={c.cookie}"}
+    with c.http.stream("GET", f"/chat/rooms/{room}/events", headers=headers) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                c.http.cookies.clear()
+                return sorted(m["name"] for m in json.loads(line[5:])["members"])
+    raise AssertionError("no presence snapshot")
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_one_address_cannot_fill_a_room_with_fake_members(kind: str, tmp_path: Path) -> None:
+    """A room filled with 2,000 fake members (a join each) turned the next real user away (409)."""
+    settings = ChatSettings(presence_grace=30, max_room_members=6, max_room_members_per_address=3)
+    with store(kind, tmp_path, settings) as https:
+        fakes = [Client(https[i % len(https)], ATTACKER) for i in range(5)]
+        for i, f in enumerate(fakes):
+            assert f.join(f"fake{i}").status_code == 200
+        codes = [visit(f, "general") for f in fakes]
+        assert [r.status_code for r in codes[:3]] == [200, 200, 200]
+        refused(codes[3], 409, "max_room_members_per_address", f"from your address {ATTACKER}", "3 per client")
+        # Two more addresses fill the room (3 + 2 + 1 = 6).
+        for n, address in enumerate(["203.0.113.8", "203.0.113.8", "203.0.113.9"]):
+            other = Client(https[n % len(https)], address)
+            assert other.join(f"other{n}").status_code == 200
+            assert visit(other, "general").status_code == 200
+        late = Client(https[0], "203.0.113.9")
+        assert late.join("late").status_code == 200
+        refused(visit(late, "general"), 409, "max_room_members", "is full: 6 people")
+        # A client with nobody in the room still gets in: one of the biggest holder's people who
+        # are only in their grace period here makes way.
+        real = Client(https[0], "198.51.100.9")
+        assert real.join("real").status_code == 200
+        assert visit(real, "general").status_code == 200
+        inside = members(real, "general")
+        assert "real" in inside
+        assert len(inside) == 6
+        assert sum(name.startswith("fake") for name in inside) == 2
