@@ -132,6 +132,7 @@ def create_app(
             announce,
             grace=settings.presence_grace,
             cap=settings.max_room_members,
+            client_cap=settings.max_room_members_per_address,
             heartbeat=settings.presence_ttl / 3,
             stopping=lambda: hub.closing,
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass
@@ -14,13 +15,14 @@ from litestar.exceptions import ClientException, NotAuthorizedException
 
 from shared.backends import BackendUnavailable
 from shared.hub import Hub
+from shared.limits import client_address
 
 from .db import Database
 from .files import Files
 from .model import LOBBY, ChatStore
 from .names import Names
 from .presence import Presence
-from .ratelimit import Limits
+from .ratelimit import Limits, Rate
 from .revocations import Revocations
 from .session import COOKIE, Session, SessionSigner, User
 from .settings import ChatSettings
@@ -45,6 +47,7 @@ class Chat:
     secret: bytes | None = None  # the cookie signing key if given; else the store's (made once)
     db: Database | None = None  # the SQLite store's database (None with Redis)
     _signer: SessionSigner | None = None
+    _sweeper: asyncio.Task[None] | None = None
 
     @property
     def signer(self) -> SessionSigner:
@@ -62,25 +65,56 @@ class Chat:
             self.store.on_secret = self._new_secret
         await self.revocations.start()
         await self.presence.start()
+        self._sweeper = asyncio.create_task(self._sweep_rooms(), name="chat-room-sweeper")
+
+    async def _sweep_rooms(self) -> None:
+        """Delete the user-made rooms that stayed empty and unused for ``empty_room_ttl``."""
+        while True:
+            try:
+                gone = await self.store.expire_rooms(self.settings.empty_room_ttl)
+            except Exception as exc:  # the store is away (Redis down, disk full): next time
+                log.info("could not expire unused rooms: %r", exc)
+            else:
+                if gone:
+                    log.info("deleted %d rooms that were empty and unused: %s", len(gone), ", ".join(gone))
+            await asyncio.sleep(self.settings.room_sweep_interval)
 
     def _new_secret(self, key: bytes) -> None:
         self._signer = SessionSigner(key, self.settings.session_max_age)
 
     async def stop(self) -> None:
         # The store closes last: requests still in flight while the streams end can finish.
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.wait({self._sweeper}, timeout=2)
+            self._sweeper = None
         await self.presence.close()
         await self.hub.close()
         await self.store.close()
 
-    async def spend(self, user: User) -> None:
-        """One write by ``user``: 429 with ``Retry-After`` when they are over the rate."""
-        wait = await self.limits.take(user.id)
+    def address(self, request: Request[Any, Any, Any]) -> str | None:
+        """The client address the per-address caps count ``request`` under (``None``: exempt)."""
+        return client_address(request.scope, limit_loopback=self.settings.limit_loopback)
+
+    async def spend(self, user: User, request: Request[Any, Any, Any]) -> None:
+        """One write by ``user`` from ``request``'s address: 429 with ``Retry-After`` when either
+        is over its rate (the person's first, so one person's burst names their own limit)."""
+        s = self.settings
+        await self.take(Rate("rate", s.rate, s.burst, "writes per person"), user.id)
+        rate = Rate("address_rate", s.address_rate, s.address_burst, "writes per client address")
+        await self.take(rate, self.address(request))
+
+    async def take(self, rate: Rate, key: str | None) -> None:
+        """One token of ``rate`` for ``key`` (``None``: not limited); 429 naming the rule if none is left."""
+        if key is None:
+            return
+        wait = await self.limits.take(rate, key)
         if wait > 0:
             raise ClientException(
-                f"too many requests: at most {self.settings.rate:g} a second (bursts of {self.settings.burst}); "
-                f"retry in {wait:.2f} s",
+                f"too many requests: {rate.what} are limited to {rate.describe()} ({rate.name}); retry in {wait:.2f} s",
                 status_code=429,
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                extra={"limit_name": rate.name, "limit": rate.burst},
             )
 
     async def announce(self, topic: str, event: str, payload: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ __all__ = ["Database"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- The log of every room (topic "room:<name>") and of the room list (topic "lobby").
@@ -40,7 +40,11 @@ CREATE TABLE rooms (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     created_by TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    -- Who made it (user id and client address, '' for the default rooms): the per-client room
+    -- caps count these, and only the creator may delete the room (issue 14.4).
+    creator_id TEXT NOT NULL DEFAULT '',
+    creator_addr TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE files (
     id TEXT PRIMARY KEY,
@@ -84,6 +88,14 @@ CREATE TABLE reads (
     PRIMARY KEY (user_id, room_id)
 );
 """
+
+# Schema version -> the statements that bring the version before it up to it.
+MIGRATIONS = {
+    2: [
+        "ALTER TABLE rooms ADD COLUMN creator_id TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE rooms ADD COLUMN creator_addr TEXT NOT NULL DEFAULT ''",
+    ],
+}
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -133,6 +145,11 @@ class Database:
                         conn.execute(statement)
                 db_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
                 conn.execute("INSERT INTO meta (key, value) VALUES ('db_id', ?)", (db_id,))
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version < SCHEMA_VERSION:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[step]:
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise RuntimeError(

@@ -13,9 +13,25 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from .session import User
+from litestar.exceptions import ClientException, PermissionDeniedException
 
-__all__ = ["LOBBY", "MAX_ID", "SYSTEM", "ChatStore", "Message", "StoredFile", "dumps", "room_topic"]
+from .session import User
+from .settings import ChatSettings
+
+__all__ = [
+    "LOBBY",
+    "MAX_ID",
+    "SYSTEM",
+    "ChatStore",
+    "Message",
+    "StoredFile",
+    "check_deletable",
+    "dumps",
+    "not_empty",
+    "room_topic",
+    "rooms_check",
+    "rooms_full",
+]
 
 LOBBY = "lobby"
 SYSTEM = "system"
@@ -33,6 +49,54 @@ def room_topic(room: str) -> str:
 def dumps(obj: Any) -> str:
     """JSON as the chat's events carry it: compact, UTF-8 kept as is."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- the rules about rooms both stores apply (issue 14.4) ---------------------------------------
+
+
+def _refused(status: int, detail: str, limit_name: str, limit: int) -> ClientException:
+    return ClientException(detail, status_code=status, extra={"limit_name": limit_name, "limit": limit})
+
+
+def rooms_check(settings: ChatSettings, mine: int, theirs: int) -> None:
+    """409 if the person (``mine`` rooms) or their address (``theirs``) holds all it may."""
+    if mine >= settings.max_rooms_per_person:
+        raise _refused(
+            409,
+            f"you have made {mine} rooms, the limit is {settings.max_rooms_per_person} per person: "
+            "delete one of yours (an empty one) first",
+            "max_rooms_per_person",
+            settings.max_rooms_per_person,
+        )
+    if theirs >= settings.max_rooms_per_address:
+        raise _refused(
+            409,
+            f"{theirs} rooms were made from your address, the limit is {settings.max_rooms_per_address} "
+            "per client address: delete an empty one first",
+            "max_rooms_per_address",
+            settings.max_rooms_per_address,
+        )
+
+
+def rooms_full(count: int, limit: int) -> ClientException:
+    return _refused(
+        409,
+        f"there are already {count} rooms, the limit is {limit}, and none can be reclaimed (every room has messages)",
+        "max_rooms",
+        limit,
+    )
+
+
+def check_deletable(settings: ChatSettings, name: str, creator_id: str, user: User) -> None:
+    """403 unless ``user`` made the room (the default rooms are nobody's: never deleted)."""
+    if not creator_id or name in settings.default_rooms:
+        raise PermissionDeniedException(f"the room {name!r} is one of the default rooms: it cannot be deleted")
+    if creator_id != user.id:
+        raise PermissionDeniedException(f"only the person who created the room {name!r} can delete it")
+
+
+def not_empty(name: str, live: int) -> ClientException:
+    return ClientException(f"the room {name!r} has {live} messages: only an empty room can be deleted", status_code=409)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +137,22 @@ class ChatStore(ABC):
         """Nothing if the room exists; 404 if it does not."""
 
     @abstractmethod
-    async def create_room(self, name: str, user: User) -> dict[str, Any]:
-        """A new room (409 if the name is taken or there are ``max_rooms`` already)."""
+    async def create_room(self, name: str, user: User, address: str | None = None) -> dict[str, Any]:
+        """A new room made by ``user`` from ``address`` (``None``: not counted per address).
+
+        409 if the name is taken, if the person or the address holds its share of rooms
+        (:func:`rooms_check`), or if all ``max_rooms`` are taken and none can be reclaimed: a
+        client that holds no room reclaims the empty room (no live message) of the client that
+        holds the most, idle longest (its pages get ``room_deleted``)."""
+
+    @abstractmethod
+    async def delete_room(self, name: str, user: User) -> None:
+        """Delete a room ``user`` made that has no live message (404, 403 not theirs, 409 not empty).
+        The lobby gets ``room_deleted``, the room's stream ``deleted``."""
+
+    @abstractmethod
+    async def expire_rooms(self, idle: float) -> list[str]:
+        """Delete the user-made rooms with no live message and nothing new for ``idle`` seconds."""
 
     @abstractmethod
     async def find_sent(self, user_id: str, client_msg_id: str) -> Message | None:

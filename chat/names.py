@@ -1,4 +1,8 @@
-"""Display names: unique among the people online (case-insensitively), free again once they go.
+"""Display names: unique among the people online, free again once they go.
+
+"Unique" is by :func:`chat.lookalike.skeleton`: case, fullwidth forms, invisible characters and
+Cyrillic or Greek look-alikes do not make a name different (``boss``, ``b\u043ess`` with a
+Cyrillic o and a fullwidth ``\uff42oss`` are one name: issue 14.9).
 
 A name is held by a user id while that person is online: in a room, or seen (a request, a
 stream opening or closing) within ``name_ttl`` seconds. ``LocalNames`` keeps this in the
@@ -11,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
+from .lookalike import skeleton
 from .session import User
 
 __all__ = ["LocalNames", "Names"]
@@ -42,8 +47,8 @@ class LocalNames(Names):
         self._is_present = is_present
         self._clock = clock
         self._seen: dict[str, float] = {}  # user id -> last request or stream activity
-        self._names: dict[str, str] = {}  # casefolded name -> user id holding it
-        self._name_of: dict[str, str] = {}  # user id -> casefolded name it holds
+        self._names: dict[str, str] = {}  # the name's skeleton -> user id holding it
+        self._name_of: dict[str, str] = {}  # user id -> the skeleton of the name it holds
         self._last_prune = clock()
 
     def seen(self, user_id: str) -> None:
@@ -57,7 +62,7 @@ class LocalNames(Names):
 
     async def claim(self, user: User) -> bool:
         self._prune()
-        key = user.name.casefold()
+        key = skeleton(user.name)
         holder = self._names.get(key)
         if holder is not None and holder != user.id and self.is_online(holder):
             return False

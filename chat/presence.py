@@ -13,8 +13,12 @@ announced once however many instances there are. ``MemoryRoster`` is the roster 
 process; ``chat.redis_presence.RedisRoster`` is shared, with heartbeats: the people of an
 instance that died leave when its entries expire.
 
-A room holds at most ``cap`` people (``ChatSettings.max_room_members``); one more is refused
-with 409 when opening the room's stream, before it starts.
+A room holds at most ``cap`` people (``ChatSettings.max_room_members``), and at most
+``client_cap`` of them from one client address (``max_room_members_per_address``: sessions are
+cheap, so one address could otherwise fill a room with fake members: issue 14.4). One more is
+refused with 409 when opening the room's stream, before it starts. When the room is full, a
+client that has nobody in it still gets in on this instance if someone is only in their grace
+period here: the one whose address has the most people in the room makes way.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from shared.errors import Conflict
+from litestar.exceptions import ClientException
 
 from .names import Names
 from .session import User
 
-__all__ = ["Added", "MemoryRoster", "Presence", "RoomFull", "Roster"]
+__all__ = ["Added", "ClientFull", "MemoryRoster", "Presence", "RoomFull", "Roster"]
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +53,25 @@ class RoomFull(LookupError):
         self.count = count
 
 
+class ClientFull(RoomFull):
+    """The room has ``client_cap`` people from this client address already."""
+
+
 class Roster(ABC):
     """Who is in which room. ``shared``: other instances write here too (heartbeats needed)."""
 
     shared: ClassVar[bool] = False
 
     @abstractmethod
-    async def add(self, room: str, user: User, cap: int | None) -> Added:
-        """Put ``user`` in ``room`` (for this instance); ``RoomFull`` if it has ``cap`` others."""
+    async def add(
+        self, room: str, user: User, cap: int | None, client: str | None = None, client_cap: int | None = None
+    ) -> Added:
+        """Put ``user`` in ``room`` (for this instance); ``RoomFull`` if it has ``cap`` others,
+        ``ClientFull`` if ``client_cap`` of them came from ``client`` (``None``: not counted)."""
+
+    async def clients(self, room: str) -> dict[str, str]:
+        """User id -> the client address they joined ``room`` from (those that have one)."""
+        return {}
 
     @abstractmethod
     async def remove(self, room: str, user_id: str) -> str | None:
@@ -84,23 +99,38 @@ class MemoryRoster(Roster):
 
     def __init__(self) -> None:
         self._rooms: dict[str, dict[str, str]] = {}
+        self._clients: dict[str, dict[str, str]] = {}  # room -> user id -> client address
 
     def is_present(self, user_id: str) -> bool:
         return any(user_id in members for members in self._rooms.values())
 
-    async def add(self, room: str, user: User, cap: int | None) -> Added:
+    async def add(
+        self, room: str, user: User, cap: int | None, client: str | None = None, client_cap: int | None = None
+    ) -> Added:
         members = self._rooms.setdefault(room, {})
+        clients = self._clients.setdefault(room, {})
         old = members.get(user.id)
+        if old is None and client and client_cap is not None:
+            same = sum(1 for c in clients.values() if c == client)
+            if same >= client_cap:
+                raise ClientFull(same)
         if old is None and cap is not None and len(members) >= cap:
             raise RoomFull(len(members))
         members[user.id] = user.name
+        if old is None and client:
+            clients[user.id] = client
         return "new" if old is None else "renamed" if old != user.name else "there"
+
+    async def clients(self, room: str) -> dict[str, str]:
+        return dict(self._clients.get(room, {}))
 
     async def remove(self, room: str, user_id: str) -> str | None:
         members = self._rooms.get(room, {})
         name = members.pop(user_id, None)
+        self._clients.get(room, {}).pop(user_id, None)
         if not members:
             self._rooms.pop(room, None)
+            self._clients.pop(room, None)
         return name
 
     async def members(self, room: str) -> list[dict[str, str]]:
@@ -135,6 +165,7 @@ class Presence:
         *,
         grace: float,
         cap: int | None = None,
+        client_cap: int | None = None,
         heartbeat: float = 5.0,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -143,6 +174,7 @@ class Presence:
         self._announce = announce
         self.grace = grace
         self.cap = cap
+        self.client_cap = client_cap
         self.heartbeat = heartbeat
         self._stopping = stopping
         self._local: dict[str, dict[str, _Member]] = {}
@@ -172,17 +204,27 @@ class Presence:
             else:
                 self._locks[key] = (lock, users - 1)
 
-    async def admit(self, room: str, user: User) -> None:
-        """Let ``user`` into ``room``: 409 if it is full (someone already in it is never refused).
+    async def admit(self, room: str, user: User, client: str | None = None) -> None:
+        """Let ``user`` (from ``client``) into ``room``: 409 if it is full, or holds its share of
+        people from that address (someone already in it is never refused).
 
         They count as in the room from now; if no stream follows, they leave after the grace period."""
         async with self._lock(room, user.id):
             try:
-                added = await self.roster.add(room, user, self.cap)
+                added = await self._add(room, user, client)
+            except ClientFull as exc:
+                raise ClientException(
+                    f"the room {room!r} has {exc.count} people from your address {client} in it, the limit is "
+                    f"{self.client_cap} per client address; try again when one of them leaves",
+                    status_code=409,
+                    extra={"limit_name": "max_room_members_per_address", "limit": self.client_cap},
+                ) from None
             except RoomFull as exc:
-                raise Conflict(
+                raise ClientException(
                     f"the room {room!r} is full: {exc.count} people are in it and the limit is {self.cap}; "
-                    "try again when someone leaves"
+                    "try again when someone leaves",
+                    status_code=409,
+                    extra={"limit_name": "max_room_members", "limit": self.cap},
                 ) from None
             member = self._local.setdefault(room, {}).get(user.id)
             if member is None:
@@ -192,6 +234,41 @@ class Presence:
                 member.join_due = True
             if member.streams == 0 and member.leaving is None:
                 self._arm(room, user.id, member)
+
+    async def _add(self, room: str, user: User, client: str | None) -> Added:
+        try:
+            return await self.roster.add(room, user, self.cap, client, self.client_cap)
+        except ClientFull:
+            raise
+        except RoomFull:
+            # Full: a client with nobody in the room may take the place of someone who is only
+            # in their grace period here, from the address with the most people in the room.
+            if not await self._make_way(room, user.id, client):
+                raise
+            return await self.roster.add(room, user, self.cap, client, self.client_cap)
+
+    async def _make_way(self, room: str, user_id: str, client: str | None) -> bool:
+        clients = await self.roster.clients(room)
+        held: dict[str, int] = {}
+        for c in clients.values():
+            held[c] = held.get(c, 0) + 1
+        if held.get(client or "", 0) > 0:
+            return False  # it holds someone already: the cap is the cap
+        away = [
+            (held.get(clients.get(uid, ""), 0), uid)
+            for uid, m in self._local.get(room, {}).items()
+            if m.streams == 0 and uid != user_id and clients.get(uid)
+        ]
+        if not away:
+            return False
+        _, victim = max(away)
+        member = self._local[room].pop(victim)
+        if member.leaving is not None:
+            member.leaving.cancel()
+        name = await self.roster.remove(room, victim)
+        if name is not None and not member.join_due:
+            await self._announce(room, "leave", {"id": victim, "name": name})
+        return True
 
     def enter(self, room: str, user: User) -> None:
         """A stream of ``room`` opened for ``user`` (after :meth:`admit`).

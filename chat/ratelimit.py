@@ -1,7 +1,8 @@
-"""Per-user limits: a token bucket for writes, and a minimum interval for typing signals.
+"""Rate limits: token buckets per person and per client address, and a throttle for typing signals.
 
 ``Limits`` is what the app asks; ``LocalLimits`` keeps the buckets in this process, and
-``chat.redis_limits.RedisLimits`` in Redis, shared by every instance.
+``chat.redis_limits.RedisLimits`` in Redis, shared by every instance. A ``Rate`` names its
+rule, so a refusal can say which one it broke.
 """
 
 from __future__ import annotations
@@ -9,14 +10,31 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
-__all__ = ["Limits", "LocalLimits", "RateLimiter", "Throttle"]
+__all__ = ["Limits", "LocalLimits", "Rate", "RateLimiter", "Throttle"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``rate`` tokens a second, at most ``burst`` saved up. ``name`` is the setting (the rule's
+    name in errors), ``what`` what one token buys and per what ("writes per person")."""
+
+    name: str
+    rate: float
+    burst: int
+    what: str
+
+    def describe(self) -> str:
+        if self.rate >= 1:
+            return f"{self.rate:g} a second, bursts of {self.burst}"
+        return f"one every {1 / self.rate:g} s, bursts of {self.burst}"
 
 
 class Limits(ABC):
     @abstractmethod
-    async def take(self, user_id: str) -> float:
-        """Spend one of the user's write tokens: 0.0 if allowed, else the seconds to wait."""
+    async def take(self, rate: Rate, key: str) -> float:
+        """Spend one of ``key``'s tokens of ``rate``: 0.0 if allowed, else the seconds to wait."""
 
     @abstractmethod
     async def typing(self, room: str, user_id: str) -> bool:
@@ -24,12 +42,15 @@ class Limits(ABC):
 
 
 class LocalLimits(Limits):
-    def __init__(self, rate: float, burst: int, typing_interval: float) -> None:
-        self.limiter = RateLimiter(rate, burst)
+    def __init__(self, typing_interval: float) -> None:
+        self.limiters: dict[Rate, RateLimiter] = {}
         self.throttle = Throttle(typing_interval)
 
-    async def take(self, user_id: str) -> float:
-        return self.limiter.take(user_id)
+    async def take(self, rate: Rate, key: str) -> float:
+        limiter = self.limiters.get(rate)
+        if limiter is None:
+            limiter = self.limiters[rate] = RateLimiter(rate.rate, rate.burst)
+        return limiter.take(key)
 
     async def typing(self, room: str, user_id: str) -> bool:
         return self.throttle.allow((room, user_id))

@@ -1,7 +1,8 @@
-"""The per-user write rate and the typing throttle in Redis, so they hold across instances.
+"""The rate limits and the typing throttle in Redis, so they hold across instances.
 
 The bucket is a Lua script on Redis's own clock (``TIME``): instances whose clocks disagree
-still agree on the bucket. Keys: ``P rate:<user>`` (expires once full again) and
+still agree on the bucket. Keys: ``P rate:<rule>:<user id or client address>`` (expires once
+full again) and
 ``P typing:<room>:<user>`` (``SET NX PX``: the first signal in each interval wins).
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .ratelimit import Limits
+from .ratelimit import Limits, Rate
 from .redis_conn import RedisConn
 
 __all__ = ["RedisLimits"]
@@ -32,17 +33,13 @@ return string.format('%.6f', wait)
 
 
 class RedisLimits(Limits):
-    def __init__(self, conn: RedisConn, rate: float, burst: int, typing_interval: float) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
+    def __init__(self, conn: RedisConn, typing_interval: float) -> None:
         self.conn = conn
-        self.rate = rate
-        self.burst = burst
         self.typing_ms = max(1, math.ceil(typing_interval * 1000))
         self._bucket = conn.script(_BUCKET)
 
-    async def take(self, user_id: str) -> float:
-        wait = await self._bucket(keys=[self.conn.key("rate", user_id)], args=[self.rate, self.burst])
+    async def take(self, rate: Rate, key: str) -> float:
+        wait = await self._bucket(keys=[self.conn.key("rate", rate.name, key)], args=[rate.rate, rate.burst])
         return float(wait)
 
     async def typing(self, room: str, user_id: str) -> bool:

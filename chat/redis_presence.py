@@ -8,8 +8,10 @@ Keys (``P`` is the chat's prefix, ``sse:chat:`` by default):
   there closed and the grace period ran out. A person is in the room while any entry of theirs
   has not expired; a killed instance's entries expire ``presence_ttl`` seconds after its last
   heartbeat, and the next instance to reap the room announces those people's ``leave``.
-- ``P presence-names:<room>``: hash, user id -> name shown; ``P presence-rooms``: rooms with entries.
-- ``P name:<casefolded name>`` -> user id, ``P name-of:<user id>`` -> casefolded name, both
+- ``P presence-names:<room>``: hash, user id -> name shown; ``P presence-clients:<room>``: hash,
+  user id -> the client address they joined from (for ``max_room_members_per_address``);
+  ``P presence-rooms``: rooms with entries.
+- ``P name:<the name's skeleton>`` -> user id, ``P name-of:<user id>`` -> that skeleton, both
   with a ``name_ttl`` TTL that every request and every heartbeat of an open stream renews.
 
 Each change is one Lua script, so "was this person already here?" and "was that their last
@@ -21,8 +23,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
+from .lookalike import skeleton
 from .names import Names
-from .presence import Added, Person, RoomFull, Roster
+from .presence import Added, ClientFull, Person, RoomFull, Roster
 from .redis_conn import RedisConn
 from .session import User
 
@@ -36,22 +39,31 @@ end
 local function who(member) return string.match(member, '^(%S+) ') end
 """
 
-# KEYS: presence:<room>, presence-names:<room>, presence-rooms
-# ARGV: user id, instance, name, ttl ms, cap (0: none), room -> {1} new | {2} renamed | {0} there | {-1, count}
+# KEYS: presence:<room>, presence-names:<room>, presence-rooms, presence-clients:<room>
+# ARGV: user id, instance, name, ttl ms, cap (0: none), room, client address ('': none), cap per
+# address (0: none) -> {1} new | {2} renamed | {0} there | {-1, count} full | {-2, count} address's share
 _ADD = (
     _LIB
     + """
-local uid, now = ARGV[1], now_ms()
-local seen, count, present = {}, 0, false
+local uid, now, client = ARGV[1], now_ms(), ARGV[7]
+local seen, count, present, same = {}, 0, false, 0
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
   local u = who(m)
-  if u and not seen[u] then seen[u] = true; count = count + 1 end
+  if u and not seen[u] then
+    seen[u] = true
+    count = count + 1
+    if client ~= '' and redis.call('HGET', KEYS[4], u) == client then same = same + 1 end
+  end
   if u == uid then present = true end
 end
-local cap = tonumber(ARGV[5])
+local cap, client_cap = tonumber(ARGV[5]), tonumber(ARGV[8])
+if not present and client ~= '' and client_cap > 0 and same >= client_cap then return {-2, same} end
 if not present and cap > 0 and count >= cap then return {-1, count} end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), uid .. ' ' .. ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[6])
+if not present then
+  if client ~= '' then redis.call('HSET', KEYS[4], uid, client) else redis.call('HDEL', KEYS[4], uid) end
+end
 local old = redis.call('HGET', KEYS[2], uid)
 redis.call('HSET', KEYS[2], uid, ARGV[3])
 if not present then return {1} end
@@ -76,6 +88,7 @@ end
 if removed == 0 then return false end  -- gone already (reaped): its leave went out then
 local name = redis.call('HGET', KEYS[2], uid) or ''
 redis.call('HDEL', KEYS[2], uid)
+redis.call('HDEL', KEYS[4], uid)
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
 return name
 """
@@ -125,12 +138,13 @@ for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
         out[#out + 1] = u
         out[#out + 1] = redis.call('HGET', h, u) or ''
         redis.call('HDEL', h, u)
+        redis.call('HDEL', P .. 'presence-clients:' .. room, u)
       end
     end
   end
   if redis.call('ZCARD', z) == 0 then
     redis.call('SREM', KEYS[1], room)
-    redis.call('DEL', h)
+    redis.call('DEL', h, P .. 'presence-clients:' .. room)
   end
 end
 return out
@@ -202,14 +216,28 @@ class RedisRoster(Roster):
         self._members = conn.script(_MEMBERS)
 
     def _keys(self, room: str) -> list[str]:
-        return [self.conn.key("presence", room), self.conn.key("presence-names", room), self.conn.key("presence-rooms")]
+        return [
+            self.conn.key("presence", room),
+            self.conn.key("presence-names", room),
+            self.conn.key("presence-rooms"),
+            self.conn.key("presence-clients", room),
+        ]
 
-    async def add(self, room: str, user: User, cap: int | None) -> Added:
+    async def add(
+        self, room: str, user: User, cap: int | None, client: str | None = None, client_cap: int | None = None
+    ) -> Added:
         args: list[str | int] = [user.id, self.instance, user.name, _ms(self.ttl), cap or 0, room]
+        args += [client or "", client_cap or 0]
         reply = await self._add(keys=self._keys(room), args=args)
         if reply[0] == -1:
             raise RoomFull(int(reply[1]))
+        if reply[0] == -2:
+            raise ClientFull(int(reply[1]))
         return "new" if reply[0] == 1 else "renamed" if reply[0] == 2 else "there"
+
+    async def clients(self, room: str) -> dict[str, str]:
+        found = await self.conn.text.hgetall(self.conn.key("presence-clients", room))
+        return {str(k): str(v) for k, v in found.items()}
 
     async def remove(self, room: str, user_id: str) -> str | None:
         name = await self._remove(keys=self._keys(room), args=[user_id, self.instance, room])
@@ -241,7 +269,7 @@ class RedisNames(Names):
         self._touch = conn.script(_TOUCH)
 
     async def claim(self, user: User) -> bool:
-        folded = user.name.casefold()
+        folded = skeleton(user.name)  # look-alikes are one name (chat.lookalike)
         keys = [self.conn.key("name", folded), self.conn.key("name-of", user.id)]
         args: list[str | int] = [user.id, folded, _ms(self.name_ttl), self.conn.prefix]
         return bool(await self._claim(keys=keys, args=args))

@@ -16,7 +16,18 @@ Keys made inside a script (``msg:<id>``) assume one Redis server, not a Redis Cl
 
 from __future__ import annotations
 
-__all__ = ["CHANGE", "CREATE_ROOM", "HELLO", "HISTORY", "MARK_READ", "POST", "ROOMS", "START_READING"]
+__all__ = [
+    "CHANGE",
+    "CREATE_ROOM",
+    "DELETE_ROOM",
+    "EXPIRE_ROOMS",
+    "HELLO",
+    "HISTORY",
+    "MARK_READ",
+    "POST",
+    "ROOMS",
+    "START_READING",
+]
 
 _LIB = """
 local P, MAXLEN, SLACK = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -59,6 +70,26 @@ local function latest(stream)
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if #last > 0 then return last[1][1] end
   return ''
+end
+
+-- Rooms: P rooms (name -> JSON), P room-by (name -> "<creator id> <creator address>", user-made
+-- rooms only), P room-msgs:<name>. SP is the prefix of the room streams' keys.
+local function holder(by)
+  local uid, addr = string.match(by, '^(%S*) (%S*)$')
+  if addr and addr ~= '' then return 'a:' .. addr end
+  return 'u:' .. (uid or by)
+end
+
+local function drop_room(name, why, lobby, SP)
+  redis.call('HDEL', P .. 'rooms', name)
+  redis.call('HDEL', P .. 'room-by', name)
+  redis.call('DEL', P .. 'room-msgs:' .. name)
+  append(lobby, '', {'d', cjson.encode({name = name, reason = why}), 'e', 'room_deleted'})
+  append(SP .. name, name, {'d', cjson.encode({room = name, reason = why}), 'e', 'deleted'})
+end
+
+local function idle_since(SP, name)
+  return tonumber(string.match(latest(SP .. name), '^(%d+)')) or 0
 end
 """
 
@@ -117,20 +148,80 @@ return 1
 """
 )
 
-# KEYS: rooms, lobby stream, room stream
-# ARGV[4..]: name, room JSON, created JSON, max rooms (0: no limit)
-# -> {1} | {-1} exists | {-2, count} full
+# KEYS: rooms, lobby stream, room stream, room-by
+# ARGV[4..]: name, room JSON, created JSON, max rooms (0: no limit), creator id ('' for a default
+# room), creator address, rooms per person, rooms per address, room streams' key prefix
+# -> {1, reclaimed room or ''} | {-1} exists | {-2, count} full | {-3, n} person's | {-4, n} address's
 CREATE_ROOM = (
     _LIB
     + """
-local name, limit = ARGV[4], tonumber(ARGV[7])
+local name, limit, uid, addr, SP = ARGV[4], tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[12]
 if redis.call('HEXISTS', KEYS[1], name) == 1 then return {-1} end
+local by = redis.call('HGETALL', KEYS[4])
+local mine, theirs, held = 0, 0, {}
+for i = 1, #by, 2 do
+  local u, a = string.match(by[i + 1], '^(%S*) (%S*)$')
+  if uid ~= '' and u == uid then mine = mine + 1 end
+  if addr ~= '' and a == addr then theirs = theirs + 1 end
+  local h = holder(by[i + 1])
+  held[h] = (held[h] or 0) + 1
+end
+if uid ~= '' and mine >= tonumber(ARGV[10]) then return {-3, mine} end
+if addr ~= '' and theirs >= tonumber(ARGV[11]) then return {-4, theirs} end
 local count = redis.call('HLEN', KEYS[1])
-if limit > 0 and count >= limit then return {-2, count} end
+local reclaimed = ''
+if limit > 0 and count >= limit then
+  if mine > 0 or theirs > 0 then return {-2, count} end
+  local best, best_n, best_t = nil, -1, 0
+  for i = 1, #by, 2 do
+    if redis.call('ZCARD', P .. 'room-msgs:' .. by[i]) == 0 then
+      local n, t = held[holder(by[i + 1])], idle_since(SP, by[i])
+      if n > best_n or (n == best_n and t < best_t) then best, best_n, best_t = by[i], n, t end
+    end
+  end
+  if not best then return {-2, count} end
+  drop_room(best, 'reclaimed', KEYS[2], SP)
+  reclaimed = best
+end
 redis.call('HSET', KEYS[1], name, ARGV[5])
+if uid ~= '' then redis.call('HSET', KEYS[4], name, uid .. ' ' .. addr) end
 append(KEYS[2], '', {'d', ARGV[5], 'e', 'room'})
 append(KEYS[3], name, {'d', ARGV[6], 'e', 'created'})
+return {1, reclaimed}
+"""
+)
+
+# KEYS: rooms, room-by, lobby stream. ARGV[4..]: name, user id, room streams' key prefix
+# -> {1} | {0} no such room | {-1} a default room | {-2} not the creator | {-3, n} n live messages
+DELETE_ROOM = (
+    _LIB
+    + """
+local name, uid = ARGV[4], ARGV[5]
+if redis.call('HEXISTS', KEYS[1], name) == 0 then return {0} end
+local by = redis.call('HGET', KEYS[2], name)
+if not by then return {-1} end
+if string.match(by, '^(%S*) ') ~= uid then return {-2} end
+local live = redis.call('ZCARD', P .. 'room-msgs:' .. name)
+if live > 0 then return {-3, live} end
+drop_room(name, 'deleted', KEYS[3], ARGV[6])
 return {1}
+"""
+)
+
+# KEYS: room-by, lobby stream. ARGV[4..]: idle ms, room streams' key prefix -> the rooms deleted
+EXPIRE_ROOMS = (
+    _LIB
+    + """
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
+local out = {}
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('ZCARD', P .. 'room-msgs:' .. name) == 0 and idle_since(ARGV[5], name) < cutoff then
+    drop_room(name, 'expired', KEYS[2], ARGV[5])
+    out[#out + 1] = name
+  end
+end
+return out
 """
 )
 

@@ -3,7 +3,8 @@
 The room streams of the hub's Redis backend are the log of record; the state that is not a
 stream sits next to them (``P`` is the backend's prefix + ``chat:``, ``sse:chat:`` by default):
 
-- ``P rooms``: hash, room name -> room JSON; ``P seq``: the last message id handed out;
+- ``P rooms``: hash, room name -> room JSON; ``P room-by``: hash, user-made room -> "<creator id>
+  <creator address>" (for the per-client room caps and deletion); ``P seq``: the last message id;
 - ``P msg:<id>``: hash: ``j`` the message as clients get it (JSON), ``v`` its version, ``room``,
   ``a`` author id, ``f`` file id; ``P room-msgs:<room>``: sorted set of the room's live messages
   (score = id), what history pages and unread counts read;
@@ -43,7 +44,20 @@ from shared.errors import Conflict
 
 from . import redis_scripts as lua
 from . import rules
-from .model import LOBBY, MAX_ID, SYSTEM, ChatStore, Message, StoredFile, dumps, room_topic
+from .model import (
+    LOBBY,
+    MAX_ID,
+    SYSTEM,
+    ChatStore,
+    Message,
+    StoredFile,
+    check_deletable,
+    dumps,
+    not_empty,
+    room_topic,
+    rooms_check,
+    rooms_full,
+)
 from .redis_conn import RedisConn
 from .session import User
 from .settings import ChatSettings
@@ -54,6 +68,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between looks at whether Redis lost the chat's state (see the module docstring).
 _WATCH = 0.5
+# Seconds an instance trusts that a room it saw still exists.
+_ROOM_CACHE = 2.0
 # Tries of a read-modify-write before giving up with a 503 (only under heavy contention on one message).
 _CAS_TRIES = 20
 Change = tuple[Message, str, dict[str, Any]]  # the new message, the event name, the event's data
@@ -94,7 +110,9 @@ class RedisStore(ChatStore):
         self.conn = conn
         self.backend = backend
         self.settings = settings
-        self._rooms: set[str] = set()  # rooms are never deleted (but Redis may lose them: _watch)
+        # Rooms seen lately -> when: a room deleted on another instance is noticed within _ROOM_CACHE s
+        # (sends check their room in their script anyway).
+        self._rooms: dict[str, float] = {}
         self._secret: bytes | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._closing = False
@@ -102,7 +120,18 @@ class RedisStore(ChatStore):
         self.on_secret: Callable[[bytes], None] | None = None
         self._scripts = {
             name: conn.script(getattr(lua, name))
-            for name in ("POST", "CHANGE", "CREATE_ROOM", "HELLO", "HISTORY", "ROOMS", "MARK_READ", "START_READING")
+            for name in (
+                "POST",
+                "CHANGE",
+                "CREATE_ROOM",
+                "DELETE_ROOM",
+                "EXPIRE_ROOMS",
+                "HELLO",
+                "HISTORY",
+                "ROOMS",
+                "MARK_READ",
+                "START_READING",
+            )
         }
 
     async def close(self) -> None:
@@ -186,28 +215,59 @@ class RedisStore(ChatStore):
         return rooms, latest or None
 
     async def require_room(self, name: str) -> None:
-        if name in self._rooms:
+        now = time.monotonic()
+        if now - self._rooms.get(name, -_ROOM_CACHE) < _ROOM_CACHE:
             return
         if not await self.conn.text.hexists(self.conn.key("rooms"), name):
+            self._rooms.pop(name, None)
             raise NotFoundException(f"no room named {name[:40]!r}: create it with POST /chat/rooms")
-        self._rooms.add(name)
+        self._rooms[name] = now
 
-    async def create_room(self, name: str, user: User) -> dict[str, Any]:
-        room = await self._create_room(name, user.name, limit=self.settings.max_rooms)
+    async def create_room(self, name: str, user: User, address: str | None = None) -> dict[str, Any]:
+        room = await self._create_room(name, user.name, limit=self.settings.max_rooms, by_id=user.id, address=address)
         if room is None:
             raise Conflict(f"a room named {name!r} already exists")
         return room
 
-    async def _create_room(self, name: str, by: str, *, limit: int) -> dict[str, Any] | None:
+    async def _create_room(
+        self, name: str, by: str, *, limit: int, by_id: str = "", address: str | None = None
+    ) -> dict[str, Any] | None:
         now = time.time()
-        room = {"name": name, "created_by": by, "created_at": now, "unread": 0}
-        keys = [self.conn.key("rooms"), self._stream(LOBBY), self._stream(room_topic(name))]
+        s = self.settings
+        room = {"name": name, "created_by": by, "created_by_id": by_id, "created_at": now, "unread": 0}
+        keys = [self.conn.key("rooms"), self._stream(LOBBY), self._stream(room_topic(name)), self.conn.key("room-by")]
         created = dumps({"room": name, "by": by, "ts": now})
-        reply = await self._run("CREATE_ROOM", keys, [name, dumps(room), created, limit])
+        args = [name, dumps(room), created, limit, by_id, address or ""]
+        args += [s.max_rooms_per_person, s.max_rooms_per_address, self._stream(room_topic(""))]
+        reply = await self._run("CREATE_ROOM", keys, args)
         if reply[0] == -2:
-            raise Conflict(f"there are already {reply[1]} rooms, the limit is {limit}")
-        self._rooms.add(name)
+            raise rooms_full(int(reply[1]), limit)
+        if reply[0] in (-3, -4):
+            rooms_check(s, int(reply[1]) if reply[0] == -3 else 0, int(reply[1]) if reply[0] == -4 else 0)
+        if reply[0] == 1 and reply[1]:
+            self._rooms.pop(str(reply[1]), None)
+        self._rooms[name] = time.monotonic()
         return room if reply[0] == 1 else None
+
+    async def delete_room(self, name: str, user: User) -> None:
+        keys = [self.conn.key("rooms"), self.conn.key("room-by"), self._stream(LOBBY)]
+        reply = await self._run("DELETE_ROOM", keys, [name, user.id, self._stream(room_topic(""))])
+        self._rooms.pop(name, None)
+        if reply[0] == 0:
+            raise NotFoundException(f"no room named {name[:40]!r}")
+        if reply[0] == -1:
+            check_deletable(self.settings, name, "", user)
+        if reply[0] == -2:
+            check_deletable(self.settings, name, "someone else", user)
+        if reply[0] == -3:
+            raise not_empty(name, int(reply[1]))
+
+    async def expire_rooms(self, idle: float) -> list[str]:
+        keys = [self.conn.key("room-by"), self._stream(LOBBY)]
+        names = [str(n) for n in await self._run("EXPIRE_ROOMS", keys, [self._ms(idle), self._stream(room_topic(""))])]
+        for name in names:
+            self._rooms.pop(name, None)
+        return names
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -272,7 +332,7 @@ class RedisStore(ChatStore):
         if reply[0] == -1:
             raise ServiceUnavailableException("the upload expired before it was attached; send it again")
         if reply[0] == -2:
-            self._rooms.discard(room)
+            self._rooms.pop(room, None)
             raise NotFoundException(f"no room named {room[:40]!r}: create it with POST /chat/rooms")
         return dict(json.loads(reply[2])), True
 

@@ -63,7 +63,7 @@ async def upload(
     if earlier is not None:
         await drain(request.stream(), 4 * chat.settings.max_file_bytes)  # read it, then answer
         return replayed(earlier, room)
-    await chat.spend(user)
+    await chat.spend(user, request)
     stored = await chat.files.save(
         request.stream(), filename, request.headers.get("content-type"), request.content_length
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Response, delete, get, patch, post
+from litestar import Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -62,7 +62,7 @@ def replayed(message: dict[str, Any], room: str) -> Response[dict[str, Any]]:
 
 @post("/chat/rooms/{room:str}/messages", status_code=201, raises=errors(401, 403, 404, 409, 413, 422, 429, 503))
 async def send(
-    state: State, user: CurrentUser, room: FromPath[str], data: JSONBody[SendBody]
+    request: Request[Any, Any, Any], state: State, user: CurrentUser, room: FromPath[str], data: JSONBody[SendBody]
 ) -> Response[dict[str, Any]]:
     chat = chat_of(state)
     client_msg_id = check_client_msg_id(data.client_msg_id)
@@ -70,7 +70,7 @@ async def send(
     earlier = await chat.store.find_sent(user.id, client_msg_id)
     if earlier is not None:
         return replayed(earlier, room)  # a retry costs no rate-limit token
-    await chat.spend(user)
+    await chat.spend(user, request)
     message, created = await chat.store.post(room, user, text, client_msg_id)
     if not created:  # a concurrent retry won the race
         return replayed(message, room)
@@ -80,20 +80,27 @@ async def send(
 
 @patch("/chat/rooms/{room:str}/messages/{message_id:int}", raises=errors(401, 403, 404, 409, 413, 422, 429, 503))
 async def edit(
-    state: State, user: CurrentUser, room: FromPath[str], message_id: FromPath[int], data: JSONBody[EditBody]
+    request: Request[Any, Any, Any],
+    state: State,
+    user: CurrentUser,
+    room: FromPath[str],
+    message_id: FromPath[int],
+    data: JSONBody[EditBody],
 ) -> dict[str, Any]:
     chat = chat_of(state)
     text = check_text(data.text, chat.settings.max_text)
-    await chat.spend(user)
+    await chat.spend(user, request)
     return await chat.store.edit(room, message_id, user, text)
 
 
 @delete(
     "/chat/rooms/{room:str}/messages/{message_id:int}", status_code=204, raises=errors(401, 403, 404, 409, 429, 503)
 )
-async def remove(state: State, user: CurrentUser, room: FromPath[str], message_id: FromPath[int]) -> None:
+async def remove(
+    request: Request[Any, Any, Any], state: State, user: CurrentUser, room: FromPath[str], message_id: FromPath[int]
+) -> None:
     chat = chat_of(state)
-    await chat.spend(user)
+    await chat.spend(user, request)
     file_id = await chat.store.delete(room, message_id, user)
     if file_id is not None:
         await chat.files.remove(file_id)
@@ -105,12 +112,17 @@ async def remove(state: State, user: CurrentUser, room: FromPath[str], message_i
     raises=errors(401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def react(
-    state: State, user: CurrentUser, room: FromPath[str], message_id: FromPath[int], data: JSONBody[ReactBody]
+    request: Request[Any, Any, Any],
+    state: State,
+    user: CurrentUser,
+    room: FromPath[str],
+    message_id: FromPath[int],
+    data: JSONBody[ReactBody],
 ) -> dict[str, Any]:
     """Toggle an emoji reaction of yours on a message."""
     chat = chat_of(state)
     emoji = check_emoji(data.emoji)
-    await chat.spend(user)
+    await chat.spend(user, request)
     return await chat.store.react(room, message_id, user, emoji)
 
 

@@ -13,6 +13,7 @@ from litestar.params import JSONBody
 from shared.errors import errors
 
 from .context import CurrentUser, chat_of, session_cookie, session_of
+from .ratelimit import Rate
 from .rules import check_user_name
 from .session import COOKIE, Session, User, new_session_id, new_user_id
 
@@ -23,7 +24,7 @@ class NameBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str
 
 
-@post("/chat/session", status_code=200, raises=errors(403, 409, 413, 422, 503))
+@post("/chat/session", status_code=200, raises=errors(403, 409, 413, 422, 429, 503))
 async def join(request: Request[Any, Any, Any], state: State, data: JSONBody[NameBody]) -> Response[dict[str, str]]:
     """Start a session with a display name, or change the name of the current one.
 
@@ -31,6 +32,9 @@ async def join(request: Request[Any, Any, Any], state: State, data: JSONBody[Nam
     planted before the join (session fixation) or copied from this browser is worth nothing."""
     chat = chat_of(state)
     name = check_user_name(data.name, chat.settings.max_user_name)
+    # Each join is a new person for every per-person limit: joins are what one address pays.
+    s = chat.settings
+    await chat.take(Rate("join_rate", s.join_rate, s.join_burst, "joins per client address"), chat.address(request))
     try:
         old = await session_of(request, chat, required=False)
     except NotAuthorizedException:

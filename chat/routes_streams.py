@@ -34,7 +34,7 @@ async def room_events(request: Request[Any, Any, Any], state: State, user: Curre
     409 if the room is full (``max_room_members``): refused before the stream starts."""
     chat = chat_of(state)
     await chat.store.require_room(room)  # 404 before any stream starts
-    await chat.presence.admit(room, user)
+    await chat.presence.admit(room, user, chat.address(request))
     entered = False
 
     async def prelude() -> bytes:

@@ -8,6 +8,9 @@ the API turns into a 422. Mentions are parsed here too, so server and rules agre
 from __future__ import annotations
 
 import re
+import unicodedata
+
+from .lookalike import format_chars, strip_invisible
 
 __all__ = [
     "RuleError",
@@ -29,6 +32,7 @@ _MENTION = re.compile(rf"(?<![\w@])@({_NAME_BODY})")
 _ROOM_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_\-]*[a-z0-9])?$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EMOJI_FORMAT = re.compile("[\u200d\U000e0020-\U000e007f]")
 
 
 class RuleError(ValueError):
@@ -36,7 +40,14 @@ class RuleError(ValueError):
 
 
 def check_user_name(value: str, max_len: int = 24) -> str:
-    name = value.strip()
+    """NFKC-normalised (fullwidth or styled letters become plain ones: issue 14.9), trimmed."""
+    name = unicodedata.normalize("NFKC", value).strip()
+    hidden = format_chars(name)
+    if hidden:
+        raise RuleError(
+            "a name must not contain invisible or direction-changing characters "
+            f"(found {', '.join(dict.fromkeys(hidden))})"
+        )
     if not 1 <= len(name) <= max_len or not _USER_NAME.match(name):
         raise RuleError(
             f"a name is 1-{max_len} characters: letters, digits, '_', '.' or '-', "
@@ -56,8 +67,10 @@ def check_room_name(value: str, max_len: int = 32) -> str:
 
 
 def check_text(value: str, max_len: int = 4000) -> str:
-    """Trimmed text of 1..max_len characters; CRLF and CR become LF."""
-    text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+    """Trimmed text of 1..max_len characters; CRLF and CR become LF; bidi embeddings,
+    overrides, isolates and zero-width spaces are dropped (issue 14.9: they reorder or hide
+    what is shown, and nothing a person types needs them)."""
+    text = strip_invisible(value).replace("\r\n", "\n").replace("\r", "\n").strip()
     if not text:
         raise RuleError("text must not be empty (after trimming whitespace)")
     if len(text) > max_len:
@@ -76,13 +89,21 @@ def check_emoji(value: str) -> str:
     emoji = value.strip()
     if not 1 <= len(emoji) <= 16 or any(ord(c) < 128 or c.isspace() for c in emoji):
         raise RuleError("emoji must be 1-16 characters of emoji (no letters, digits or spaces)")
+    # Emoji sequences need the zero-width joiner and tag characters (flags of regions); no
+    # other format character (bidi controls, zero-width spaces) belongs in one.
+    hidden = [c for c in emoji if unicodedata.category(c) == "Cf" and not _EMOJI_FORMAT.match(c)]
+    if hidden:
+        found = ", ".join(dict.fromkeys(format_chars("".join(hidden))))
+        raise RuleError(f"emoji must not contain invisible or direction-changing characters (found {found})")
     return emoji
 
 
 def check_file_name(value: str | None) -> str:
     """A display/download name: last path component, no control characters, at most 200 chars."""
     name = (value or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL.sub("", name).strip().strip(".") or "file"
+    # Format characters too: U+202E makes "gpj.exe" show as "exe.jpg" (issue 14.9).
+    name = "".join(c for c in _CONTROL.sub("", name) if unicodedata.category(c) != "Cf")
+    name = name.strip().strip(".") or "file"
     if len(name) > 200:
         stem, dot, ext = name.rpartition(".")
         name = (stem[:190] + dot + ext[:9]) if dot and len(ext) <= 9 else name[:200]

@@ -20,11 +20,34 @@ class ChatSettings:
     # Per-user token bucket for everything that writes: `rate` tokens a second, `burst` at most.
     rate: float = 10.0
     burst: int = 20
+    # The caps below are per client address (issue 14.4): what one client can spend however many
+    # sessions it makes. The address is the connection's, or X-Forwarded-For's from a trusted
+    # proxy with --proxy-headers; loopback is exempt unless `limit_loopback`.
+    # Every write from one address (all its sessions together), read markers included.
+    address_rate: float = 20.0
+    address_burst: int = 40
+    # Joins (POST /chat/session, renames too) from one address: bursts of 10, then one every 5 s.
+    join_rate: float = 0.2
+    join_burst: int = 10
+    # Rooms made by one person, and by one address: bursts of 5, then one a minute.
+    room_rate: float = 1 / 60
+    room_burst: int = 5
+    limit_loopback: bool = False
     max_rooms: int = 100
+    # Rooms one person, and one address, may hold at once (they may delete their empty ones).
+    max_rooms_per_person: int = 5
+    max_rooms_per_address: int = 10
+    # A user-made room with no message and nothing new for this long is deleted (checked every
+    # `room_sweep_interval` seconds); the default rooms never are.
+    empty_room_ttl: float = 24 * 3600.0
+    room_sweep_interval: float = 600.0
     # People in one room at once (those with it open, and those in their grace period). One more
     # is refused with 409 when opening the room's stream; someone already in it (another tab, a
     # reconnect) never is.
     max_room_members: int = 2000
+    # ...and at most this many of them from one client address (fake members cost one join
+    # each, so one address could fill a room: issue 14.4).
+    max_room_members_per_address: int = 20
     max_room_name: int = 32
     max_user_name: int = 24
     # Distinct emoji on one message; stops a message from growing a wall of reactions.

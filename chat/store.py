@@ -21,7 +21,20 @@ from litestar.exceptions import ClientException, NotFoundException, PermissionDe
 from . import rules
 from .backend import SqliteBackend, append_event, latest_seq
 from .db import Database
-from .model import LOBBY, MAX_ID, SYSTEM, ChatStore, Message, StoredFile, dumps, room_topic
+from .model import (
+    LOBBY,
+    MAX_ID,
+    SYSTEM,
+    ChatStore,
+    Message,
+    StoredFile,
+    check_deletable,
+    dumps,
+    not_empty,
+    room_topic,
+    rooms_check,
+    rooms_full,
+)
 from .session import User, load_or_create_key
 from .settings import ChatSettings
 
@@ -104,7 +117,7 @@ class SqliteStore(ChatStore):
         self.backend = backend
         self.settings = settings
         self.key_file = key_file
-        self._room_ids: dict[str, int] = {}  # rooms are never deleted, so this never goes stale
+        self._room_ids: dict[str, int] = {}  # dropped for a room when it is deleted
 
     async def open(self) -> None:
         await self.db.open()
@@ -147,7 +160,7 @@ class SqliteStore(ChatStore):
         def tx(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int | None]:
             rows = conn.execute(
                 """
-                SELECT r.name, r.created_by, r.created_at,
+                SELECT r.name, r.created_by, r.creator_id AS created_by_id, r.created_at,
                   (SELECT COUNT(*) FROM messages m
                     WHERE m.room_id = r.id AND m.deleted = 0 AND m.author_id != :uid
                       AND m.id > COALESCE((SELECT last_read FROM reads WHERE user_id = :uid AND room_id = r.id), 0)
@@ -174,25 +187,95 @@ class SqliteStore(ChatStore):
     async def require_room(self, name: str) -> None:
         await self.room_id(name)
 
-    async def create_room(self, name: str, user: User) -> dict[str, Any]:
+    async def create_room(self, name: str, user: User, address: str | None = None) -> dict[str, Any]:
+        s = self.settings
+        dropped: list[str] = []
+
         def tx(log: _Log) -> dict[str, Any]:
             conn = log.conn
             if conn.execute("SELECT 1 FROM rooms WHERE name = ?", (name,)).fetchone() is not None:
                 raise ClientException(f"a room named {name!r} already exists", status_code=409)
+            mine = conn.execute("SELECT COUNT(*) FROM rooms WHERE creator_id = ?", (user.id,)).fetchone()[0]
+            theirs = 0
+            if address:
+                theirs = conn.execute("SELECT COUNT(*) FROM rooms WHERE creator_addr = ?", (address,)).fetchone()[0]
+            rooms_check(s, mine, theirs)
             count = conn.execute("SELECT COUNT(*) FROM rooms").fetchone()[0]
-            if count >= self.settings.max_rooms:
-                raise ClientException(
-                    f"there are already {count} rooms, the limit is {self.settings.max_rooms}", status_code=409
-                )
-            return self._create_room(log, name, user.name)
+            if count >= s.max_rooms:
+                victim = None if mine or theirs else _reclaimable(conn)
+                if victim is None:
+                    raise rooms_full(count, s.max_rooms)
+                self._drop_room(log, victim, "reclaimed")
+                dropped.append(victim)
+            return self._create_room(log, name, user.name, user.id, address or "")
 
-        return await self._change(tx)
+        try:
+            return await self._change(tx)
+        finally:
+            for victim in dropped:
+                self._room_ids.pop(victim, None)
+
+    async def delete_room(self, name: str, user: User) -> None:
+        def tx(log: _Log) -> None:
+            row = log.conn.execute("SELECT id, creator_id FROM rooms WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFoundException(f"no room named {name[:40]!r}")
+            check_deletable(self.settings, name, row["creator_id"], user)
+            live = log.conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE room_id = ? AND deleted = 0", (row["id"],)
+            ).fetchone()[0]
+            if live:
+                raise not_empty(name, live)
+            self._drop_room(log, name, "deleted")
+
+        try:
+            await self._change(tx)
+        finally:
+            self._room_ids.pop(name, None)
+
+    async def expire_rooms(self, idle: float) -> list[str]:
+        cutoff = time.time() - idle
+
+        def tx(log: _Log) -> list[str]:
+            rows = log.conn.execute(
+                _EMPTY_ROOMS
+                + " AND COALESCE((SELECT MAX(e.created_at) FROM events e WHERE e.topic = 'room:' || r.name),"
+                " r.created_at) < ?",
+                (cutoff,),
+            ).fetchall()
+            for row in rows:
+                self._drop_room(log, row["name"], "expired")
+            return [row["name"] for row in rows]
+
+        names = await self._change(tx)
+        for name in names:
+            self._room_ids.pop(name, None)
+        return names
 
     @staticmethod
-    def _create_room(log: _Log, name: str, by: str) -> dict[str, Any]:
+    def _drop_room(log: _Log, name: str, why: str) -> None:
+        """Remove a room that has no live messages; its log records that it is gone."""
+        conn = log.conn
+        room_id = conn.execute("SELECT id FROM rooms WHERE name = ?", (name,)).fetchone()[0]
+        # Only deleted messages are left (their files went with them): rows, not content.
+        conn.execute(
+            "DELETE FROM reactions WHERE message_id IN (SELECT id FROM messages WHERE room_id = ?)", (room_id,)
+        )
+        conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
+        conn.execute("DELETE FROM files WHERE room_id = ?", (room_id,))
+        conn.execute("DELETE FROM reads WHERE room_id = ?", (room_id,))
+        conn.execute("DELETE FROM rooms WHERE id = ?", (room_id,))
+        log.add(LOBBY, "room_deleted", {"name": name, "reason": why})
+        log.add(room_topic(name), "deleted", {"room": name, "reason": why})
+
+    @staticmethod
+    def _create_room(log: _Log, name: str, by: str, by_id: str = "", address: str = "") -> dict[str, Any]:
         now = time.time()
-        log.conn.execute("INSERT INTO rooms (name, created_by, created_at) VALUES (?, ?, ?)", (name, by, now))
-        room = {"name": name, "created_by": by, "created_at": now, "unread": 0}
+        log.conn.execute(
+            "INSERT INTO rooms (name, created_by, created_at, creator_id, creator_addr) VALUES (?, ?, ?, ?, ?)",
+            (name, by, now, by_id, address),
+        )
+        room = {"name": name, "created_by": by, "created_by_id": by_id, "created_at": now, "unread": 0}
         log.add(LOBBY, "room", room)
         # Every room's log starts with an event, so a first page always comes with an id to
         # resume from: no gap between reading history and connecting the stream.
@@ -364,6 +447,34 @@ class SqliteStore(ChatStore):
             return StoredFile(row["id"], row["name"], row["content_type"], row["size"], bool(row["image"]))
 
         return await self.db.read(tx)
+
+
+# User-made rooms (the default ones have no creator) without a live message.
+_EMPTY_ROOMS = """
+SELECT r.name FROM rooms r WHERE r.creator_id != ''
+  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.room_id = r.id AND m.deleted = 0)
+"""
+
+
+def _reclaimable(conn: sqlite3.Connection) -> str | None:
+    """The room to give up when every slot is taken: an empty one of the client that holds the
+    most rooms (by address, else by person), the one idle longest among those."""
+    row = conn.execute(
+        f"""
+        WITH held AS (
+          SELECT CASE WHEN creator_addr != '' THEN 'a:' || creator_addr ELSE 'u:' || creator_id END AS holder,
+                 COUNT(*) AS n
+          FROM rooms WHERE creator_id != '' GROUP BY holder
+        )
+        SELECT e.name FROM ({_EMPTY_ROOMS}) e JOIN rooms r ON r.name = e.name
+        JOIN held h
+          ON h.holder = CASE WHEN r.creator_addr != '' THEN 'a:' || r.creator_addr ELSE 'u:' || r.creator_id END
+        ORDER BY h.n DESC,
+          COALESCE((SELECT MAX(ev.created_at) FROM events ev WHERE ev.topic = 'room:' || r.name), r.created_at) ASC
+        LIMIT 1
+        """
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _mark_read(conn: sqlite3.Connection, user_id: str, room_id: int, message_id: int) -> None:

@@ -65,7 +65,7 @@ def sqlite_parts(data_dir: Path, settings: ChatSettings, backend: SqliteBackend 
         files=FileStore(data_dir / "chat-files", settings.max_file_bytes),
         roster=roster,
         names=LocalNames(settings.name_ttl, roster.is_present),
-        limits=LocalLimits(settings.rate, settings.burst, settings.typing_interval),
+        limits=LocalLimits(settings.typing_interval),
         revocations=SqliteRevocations(backend.db),
         db=backend.db,
     )
@@ -85,6 +85,6 @@ def redis_parts(url: str, settings: ChatSettings) -> Parts:
         files=RedisFiles(conn, settings.max_file_bytes, pending_ttl=settings.pending_upload_ttl),
         roster=RedisRoster(conn, settings.presence_ttl),
         names=RedisNames(conn, settings.name_ttl),
-        limits=RedisLimits(conn, settings.rate, settings.burst, settings.typing_interval),
+        limits=RedisLimits(conn, settings.typing_interval),
         revocations=RedisRevocations(conn),
     )

@@ -19,6 +19,13 @@ the id of the instance that waits (``<instance>.<hex>``), so an answer POSTed to
 routed there, with the same 400/403/404/409 outcomes. A client id held by one instance is
 refused on another without its token (409); with it, the session moves (token and pending
 requests), and the requests already sent are still answered where they wait.
+
+Sessions are capped per client address before they are capped in all (issue 14.4): a session
+counts from the moment it is made until its grace period ends, connected or not. A client at
+its own cap (``max_sessions_per_client``) replaces its oldest session that is away; with all
+of them connected it gets 429. When the instance holds ``max_sessions``, a client that holds
+fewer than the biggest holder replaces that holder's oldest session (away ones first), so a
+flood from one address never locks out an address that holds nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from litestar.response import Stream
 from . import jsonrpc
 from .encoding import encode, encode_json
 from .hub import Hub, Subscription
+from .limits import client_address
 from .responses import sse_response
 from .security import tokens_equal
 
@@ -108,6 +116,8 @@ class Session:
     # What the app noted about the request that opened the current stream (e.g. who was logged
     # in); set on every open, so a takeover carries the new opener's, never the old one's.
     meta: dict[str, Any] = field(default_factory=dict)
+    # The client address that made the session ("" for none / loopback): whose cap it counts in.
+    client: str = ""
 
     @property
     def topic(self) -> str:
@@ -142,6 +152,8 @@ class Correlator:
         max_timeout: float = 600.0,
         max_pending_per_client: int = 100,
         max_sessions: int = 10_000,
+        max_sessions_per_client: int | None = 32,
+        limit_loopback: bool = False,
         remember: int = 10_000,
         router: Router | None = None,
     ) -> None:
@@ -151,7 +163,11 @@ class Correlator:
         self.max_timeout = max_timeout
         self.max_pending_per_client = max_pending_per_client
         self.max_sessions = max_sessions
+        self.max_sessions_per_client = max_sessions_per_client
+        self.limit_loopback = limit_loopback
         self._sessions: dict[str, Session] = {}
+        # Client address -> its sessions, oldest first ("": no address, or loopback).
+        self._by_client: dict[str, dict[str, Session]] = {}
         self._pending: dict[str, _Pending] = {}
         # Finished request ids -> (session, outcome), so a late or second answer gets 409, not 404.
         self._finished: OrderedDict[str, tuple[Session, Outcome]] = OrderedDict()
@@ -230,16 +246,17 @@ class Correlator:
                 return meta
         return None
 
-    def open_session(self, client_id: str | None, token: str | None) -> Session:
+    def open_session(self, client_id: str | None, token: str | None, client: str | None = None) -> Session:
         """Claim ``client_id`` on this instance (new, or taken over with its token); ``None``
-        picks a fresh id. See :meth:`claim_session` for the check across instances."""
+        picks a fresh id. ``client`` is the address whose caps a new session counts in (see the
+        module's docstring). See :meth:`claim_session` for the check across instances."""
         if self._closed:
             raise HTTPException(status_code=503, detail="server is shutting down", headers={"Retry-After": "1"})
         _check_client_id(client_id)
         cid = client_id or uuid.uuid4().hex[:12]
         session = self._sessions.get(cid)
         if session is None:
-            return self._new_session(cid, secrets.token_urlsafe(24))
+            return self._new_session(cid, secrets.token_urlsafe(24), client)
         if token is None:
             raise HTTPException(
                 status_code=409,
@@ -249,24 +266,77 @@ class Correlator:
             raise PermissionDeniedException("wrong session token for this client id")
         return session
 
-    def _new_session(self, cid: str, token: str) -> Session:
-        if len(self._sessions) >= self.max_sessions:
-            # Each session is kept for the grace period; a cap keeps a flood from eating memory.
+    def _new_session(self, cid: str, token: str, client: str | None = None) -> Session:
+        key = client or ""
+        mine = self._by_client.get(key, {})
+        cap = self.max_sessions_per_client
+        if key and cap is not None and len(mine) >= cap:
+            # Each session is kept for the grace period, connected or not: a client that opens
+            # and drops sessions in a loop pays with its own oldest away one, nobody else's.
+            oldest = next((s for s in mine.values() if s.stream is None), None)
+            if oldest is None:
+                raise HTTPException(
+                    status_code=429,
+                    detail=f"too many client sessions from {key} (the limit is {cap} per client address, "
+                    "all connected); close one before opening another",
+                    headers={"Retry-After": str(max(1, int(self.grace)))},
+                    extra={"limit": cap, "limit_name": "max_sessions_per_client"},
+                )
+            self._evict(oldest, "it was replaced by newer sessions of the same client address")
+        if len(self._sessions) >= self.max_sessions and not self._make_room(key):
+            # A cap on them all keeps a flood from many addresses from eating memory.
             raise HTTPException(
                 status_code=429,
                 detail=f"too many client sessions ({self.max_sessions}); retry later",
                 headers={"Retry-After": str(max(1, int(self.grace)))},
+                extra={"limit": self.max_sessions, "limit_name": "max_sessions"},
             )
-        session = self._sessions[cid] = Session(cid, token)
+        session = self._sessions[cid] = Session(cid, token, client=key)
+        self._by_client.setdefault(key, {})[cid] = session
         self._schedule_expiry(session)  # forgotten unless its stream opens within the grace period
         return session
 
-    async def claim_session(self, client_id: str | None, token: str | None) -> Session:
+    def _make_room(self, key: str) -> bool:
+        """All sessions are taken: free one of the biggest holder's, if it holds more than ``key``.
+
+        Its oldest away session goes first, else its oldest connected one (its stream ends)."""
+        held = len(self._by_client.get(key, {}))
+        biggest = max(self._by_client, key=lambda k: len(self._by_client[k]), default=None)
+        if biggest is None or len(self._by_client[biggest]) <= held:
+            return False
+        theirs = self._by_client[biggest]
+        victim = next((s for s in theirs.values() if s.stream is None), None) or next(iter(theirs.values()))
+        self._evict(victim, "the server was full and its client address held the most sessions")
+        return True
+
+    def _evict(self, session: Session, why: str) -> None:
+        """End a session before its time: its stream closes, its waiters get ClientGone."""
+        self._remove(session)
+        if session.expiry is not None:
+            session.expiry.cancel()
+            session.expiry = None
+        old, session.stream = session.stream, None
+        if old is not None:
+            old.close("evicted")
+        for p in list(session.pending.values()):
+            if not p.future.done():
+                p.future.set_exception(ClientGone(f"client {session.client_id!r} lost its session: {why}"))
+
+    def _remove(self, session: Session) -> None:
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+        mine = self._by_client.get(session.client)
+        if mine is not None and mine.get(session.client_id) is session:
+            del mine[session.client_id]
+            if not mine:
+                del self._by_client[session.client]  # an address that left costs nothing
+
+    async def claim_session(self, client_id: str | None, token: str | None, client: str | None = None) -> Session:
         """:meth:`open_session`, checked against the other instances: an id held elsewhere is
         refused without its token (409), refused with a wrong one (403), and moved here with
         the right one."""
         if self.router is None or client_id is None or client_id in self._sessions:
-            return self.open_session(client_id, token)
+            return self.open_session(client_id, token, client)
         if self._closed:
             raise HTTPException(status_code=503, detail="server is shutting down", headers={"Retry-After": "1"})
         _check_client_id(client_id)
@@ -287,10 +357,10 @@ class Correlator:
                     raise
             else:
                 if client_id not in self._sessions:  # (unless it reconnected here meanwhile)
-                    session = self._new_session(client_id, str(moved["token"]))
+                    session = self._new_session(client_id, str(moved["token"]), client)
                     session.inherited = {str(m["id"]): m for m in moved["pending"]}
-                return self.open_session(client_id, token)
-        return self.open_session(client_id, token)
+                return self.open_session(client_id, token, client)
+        return self.open_session(client_id, token, client)
 
     def stream(
         self, request: Request[Any, Any, Any], client_id: str | None = None, *, meta: dict[str, Any] | None = None
@@ -302,14 +372,17 @@ class Correlator:
         instances use :meth:`open_stream`. ``meta`` is kept on the session (see :meth:`find`).
         """
         cid = client_id if client_id is not None else request.query_params.get("client_id")
-        return self._stream(self.open_session(cid or None, _token(request)), meta)
+        return self._stream(self.open_session(cid or None, _token(request), self._client(request)), meta)
 
     async def open_stream(
         self, request: Request[Any, Any, Any], client_id: str | None = None, *, meta: dict[str, Any] | None = None
     ) -> Stream:
         """:meth:`stream`, with the client id checked against every instance (:meth:`claim_session`)."""
         cid = client_id if client_id is not None else request.query_params.get("client_id")
-        return self._stream(await self.claim_session(cid or None, _token(request)), meta)
+        return self._stream(await self.claim_session(cid or None, _token(request), self._client(request)), meta)
+
+    def _client(self, request: Request[Any, Any, Any]) -> str | None:
+        return client_address(request.scope, limit_loopback=self.limit_loopback)
 
     def _stream(self, session: Session, meta: dict[str, Any] | None = None) -> Stream:
         def opened(sub: Subscription) -> None:
@@ -370,7 +443,7 @@ class Correlator:
         session.expiry = None
         if session.stream is not None or self._sessions.get(session.client_id) is not session:
             return
-        del self._sessions[session.client_id]
+        self._remove(session)
         for p in list(session.pending.values()):
             if not p.future.done():
                 p.future.set_exception(ClientGone(f"client {session.client_id!r} disconnected and did not come back"))
@@ -675,7 +748,7 @@ class Correlator:
             raise NotFoundException(f"no client with id {call['client_id']!r} is connected")
         if not tokens_equal(call.get("token"), session.token):
             raise PermissionDeniedException("wrong session token for this client id")
-        del self._sessions[session.client_id]
+        self._remove(session)
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None
@@ -701,6 +774,7 @@ class Correlator:
             if session.expiry is not None:
                 session.expiry.cancel()
         self._sessions.clear()
+        self._by_client.clear()
         await asyncio.sleep(0)
         # Requests forwarded here report their 503 before the router closes (bounded wait).
         for _ in range(100):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-__all__ = ["ABORT_CONNECTION", "ConnectionLimiter", "TooManyStreams", "WriteWatchdog"]
+__all__ = ["ABORT_CONNECTION", "ConnectionLimiter", "TooManyStreams", "WriteWatchdog", "client_address"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,25 @@ _BATCH = 50  # stuck streams ended between two turns of the event loop
 ABORT_CONNECTION = "sse.abort_connection"
 
 Scope = Mapping[str, object]
+
+
+def client_address(scope: Scope, *, limit_loopback: bool = False) -> str | None:
+    """The address per-client caps count a request under (``scope["client"]``), or ``None``.
+
+    ``None`` for a Unix socket or a client without an address, and for loopback unless
+    ``limit_loopback``: the apps listen on 127.0.0.1 by default, and behind a reverse proxy
+    every client has the proxy's address unless the server trusts forwarded headers
+    (``--proxy-headers --forwarded-allow-ips``), which then puts the real client address here.
+    """
+    client = scope.get("client")
+    if not isinstance(client, tuple | list) or not client:
+        return None
+    host = str(client[0])
+    if not limit_loopback:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host).is_loopback:
+                return None
+    return host
 
 
 class TooManyStreams(Exception):
@@ -63,15 +82,9 @@ class ConnectionLimiter:
         self._open: dict[str, int] = {}
 
     def _key(self, scope: Scope) -> str | None:
-        client = scope.get("client")
-        if self.max_per_client is None or not isinstance(client, tuple | list) or not client:
-            return None  # no limit, or a Unix socket / test client without an address
-        host = str(client[0])
-        if not self.limit_loopback:
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(host).is_loopback:
-                    return None
-        return host
+        if self.max_per_client is None:
+            return None
+        return client_address(scope, limit_loopback=self.limit_loopback)
 
     def acquire(self, scope: Scope) -> str | None:
         """Count one more stream for the scope's client; the key to :meth:`release` later.

@@ -159,17 +159,24 @@ def create_app(
     router: Router | None = None,
     max_pending_per_client: int = 100,
     max_sessions: int = 10_000,
+    max_sessions_per_client: int | None = 32,
 ) -> Litestar:
     """The demo on ``hub``. With a shared backend (anything but memory) its instances work as one:
     a :class:`Router` (namespace ``"bidi"``) is made unless one is given (on ``hub``).
-    ``max_pending_per_client`` and ``max_sessions`` are the correlator's caps (429 past them)."""
+    ``max_pending_per_client``, ``max_sessions`` and ``max_sessions_per_client`` (per client
+    address, sessions in their grace period included) are the correlator's caps (429 past them)."""
     hub = hub or Hub()
     if router is None and hub.backend.spans_processes:
         router = Router(hub, "bidi")
     if router is not None and router.hub is not hub:
         raise ValueError("the router must be built on the app's hub")
     correlator = Correlator(
-        hub, grace=grace, router=router, max_pending_per_client=max_pending_per_client, max_sessions=max_sessions
+        hub,
+        grace=grace,
+        router=router,
+        max_pending_per_client=max_pending_per_client,
+        max_sessions=max_sessions,
+        max_sessions_per_client=max_sessions_per_client,
     )
     lifespan = _Lifespan(hub, correlator, router)
     return Litestar(

@@ -17,6 +17,10 @@ Caps that already have a test elsewhere are not tested twice; this is where each
 - pending requests per client (``Correlator.max_pending_per_client``, 429 from ``/bidi/trigger``): here
 - sessions (``Correlator.max_sessions``, 429 + Retry-After):
   ``tests/test_correlation.py::test_sessions_are_capped``; through the dashboard's HTTP API here
+- sessions per client address (``Correlator.max_sessions_per_client``; in grace too) and a full
+  server serving an address that holds nothing: ``tests/test_session_caps.py``
+- chat caps per client address (joins, writes, read markers, new rooms, rooms held, room
+  members) on both stores: ``tests/chat/test_client_caps.py``
 - dashboard wrong log-ins (``create_app(max_login_failures=)``, 429 + Retry-After): here
   (``ControlAuth`` alone: ``tests/dashboard/test_auth.py``)
 """

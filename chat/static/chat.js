@@ -17,7 +17,7 @@ const TYPING_SHOW_FOR = 4000; // ms a "typing" signal stays on screen
 
 let me = null;
 let lobby = null;
-const rooms = new Map(); // name -> { name, unread, mentioned }
+const rooms = new Map(); // name -> { name, unread, mentioned, createdBy }
 let view = null; // the open room: { name, stream, hasMore, loading, members, typing }
 let viewToken = 0;
 let list = null;
@@ -99,7 +99,7 @@ function start() {
     openRoom(currentRoomFromHash());
     lobby = connect("/chat/events", {
       lastEventId: lobbyLastId,
-      on: { room: onRoomCreated, activity: onActivity },
+      on: { room: onRoomCreated, activity: onActivity, room_deleted: onRoomDeleted },
       onOpen: () => loadRooms(), // unread counts may have moved while we were away
       onReset: (info) => (info && info.reason === "epoch" ? location.reload() : loadRooms()),
     });
@@ -126,9 +126,16 @@ async function loadRooms() {
     return;
   }
   lobbyLastId = data.latest_event_id;
+  const listed = new Set(data.rooms.map((r) => r.name));
+  for (const name of [...rooms.keys()]) if (!listed.has(name)) rooms.delete(name); // deleted meanwhile
   for (const r of data.rooms) {
     const known = rooms.get(r.name);
-    rooms.set(r.name, { name: r.name, unread: r.unread, mentioned: known ? known.mentioned : false });
+    rooms.set(r.name, {
+      name: r.name,
+      unread: r.unread,
+      mentioned: known ? known.mentioned : false,
+      createdBy: r.created_by_id || "",
+    });
   }
   if (view) {
     const open = rooms.get(view.name);
@@ -146,6 +153,7 @@ function currentRoomFromHash() {
 function renderRooms() {
   const ul = $("rooms");
   ul.replaceChildren();
+  showDeleteControl();
   for (const r of [...rooms.values()].sort((a, b) => a.name.localeCompare(b.name))) {
     const li = el("li", view && view.name === r.name ? "room current" : "room");
     const a = el("a");
@@ -160,9 +168,41 @@ function renderRooms() {
 }
 
 function onRoomCreated(room) {
-  if (!rooms.has(room.name)) rooms.set(room.name, { name: room.name, unread: 0, mentioned: false });
+  if (!rooms.has(room.name)) {
+    rooms.set(room.name, { name: room.name, unread: 0, mentioned: false, createdBy: room.created_by_id || "" });
+  }
   renderRooms();
 }
+
+// A room was deleted (by its creator, or because it stayed empty and unused): off the list, and
+// if it is the open one, over to another room.
+function onRoomDeleted(gone) {
+  if (!rooms.delete(gone.name)) return;
+  renderRooms();
+  if (view && view.name === gone.name) {
+    const next = rooms.has("general") ? "general" : [...rooms.keys()][0];
+    if (next === undefined) return;
+    composerError(`#${gone.name} was deleted`);
+    location.hash = `#${enc(next)}`;
+  }
+}
+
+function showDeleteControl() {
+  const r = view && rooms.get(view.name);
+  $("delete-room").hidden = !(r && me && r.createdBy === me.id);
+}
+
+$("delete-room").addEventListener("click", async () => {
+  if (!view) return;
+  const name = view.name;
+  try {
+    await api("DELETE", `/chat/rooms/${enc(name)}`);
+  } catch (err) {
+    composerError(err.detail || err.message);
+    return;
+  }
+  onRoomDeleted({ name });
+});
 
 function onActivity(a) {
   const r = rooms.get(a.room);
@@ -252,6 +292,7 @@ async function openRoom(name) {
         renderPeople();
       },
       typing: (p) => onTyping(p),
+      deleted: () => onRoomDeleted({ name }),
     },
     onState: (state) => {
       $("state").dataset.state = state;

@@ -19,24 +19,24 @@ TOKEN = "throttle-operator-token-0123456789"
 
 def test_wrong_logins_are_throttled_per_address_and_audited(tmp_path: Path) -> None:
     config = {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1"}
-    with LiveServer(lambda: create_app(tmp_path, token=TOKEN), config=config) as srv:
-        with httpx.Client(base_url=srv.url, timeout=10) as http:
+    server = LiveServer(lambda: create_app(tmp_path, token=TOKEN), config=config)
+    with server as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
 
-            def login(token: str, addr: str) -> httpx.Response:
-                return http.post("/exec/login", json={"token": token}, headers={"X-Forwarded-For": addr})
+        def login(token: str, addr: str) -> httpx.Response:
+            return http.post("/exec/login", json={"token": token}, headers={"X-Forwarded-For": addr})
 
-            for i in range(10):
-                r = login(f"guess-{i}-{'x' * 20}", "203.0.113.7")
-                assert r.status_code == 401, r.text
-            throttled = login("guess-10-xxxxxxxxxxxxxxxxxxxx", "203.0.113.7")
-            assert throttled.status_code == 429, throttled.text
-            assert 1 <= int(throttled.headers["retry-after"]) <= 61
-            assert "throttled per client address" in throttled.json()["detail"]
-            # Even the right token waits at that address (no oracle while throttled)...
-            assert login(TOKEN, "203.0.113.7").status_code == 429
-            # ...while the operator at another address logs in at once.
-            assert login(TOKEN, "198.51.100.2").status_code == 200
-            entries = http.get("/exec/audit", headers={"Authorization": f"Bearer {TOKEN}"}).json()["entries"]
+        for i in range(10):
+            r = login(f"guess-{i}-{'x' * 20}", "203.0.113.7")
+            assert r.status_code == 401, r.text
+        throttled = login("guess-10-xxxxxxxxxxxxxxxxxxxx", "203.0.113.7")
+        assert throttled.status_code == 429, throttled.text
+        assert 1 <= int(throttled.headers["retry-after"]) <= 61
+        assert "throttled per client address" in throttled.json()["detail"]
+        # Even the right token waits at that address (no oracle while throttled)...
+        assert login(TOKEN, "203.0.113.7").status_code == 429
+        # ...while the operator at another address logs in at once.
+        assert login(TOKEN, "198.51.100.2").status_code == 200
+        entries = http.get("/exec/audit", headers={"Authorization": f"Bearer {TOKEN}"}).json()["entries"]
     failed = [e for e in entries if e["action"] == "login-failed"]
     assert len(failed) == 10
     assert {e["addr"] for e in failed} == {"203.0.113.7"}
