@@ -138,7 +138,7 @@ class SqliteBackend(Backend):
         seq = await self.db.read(lambda conn: latest_seq(conn, topic))
         return None if seq is None else self.format_id(seq)
 
-    def origin_id(self, topic: str) -> str:
+    async def origin_id(self, topic: str) -> str:
         return self.format_id(0)  # seqs start at 1
 
     async def listen(self, topic: str, after: str | None) -> AsyncIterator[list[Entry]]:

@@ -212,7 +212,7 @@ class RedisStore(ChatStore):
             room["unread"] = int(flat[i + 1])
             rooms.append(room)
         rooms.sort(key=lambda r: r["name"])
-        return rooms, latest or None
+        return rooms, await self.backend.event_id(latest) if latest else None
 
     async def require_room(self, name: str) -> None:
         now = time.monotonic()
@@ -407,7 +407,7 @@ class RedisStore(ChatStore):
             "room": room,
             "messages": messages[:limit][::-1],
             "has_more": len(raws) > limit,
-            "latest_event_id": latest or None,
+            "latest_event_id": await self.backend.event_id(latest) if latest else None,
             "last_read": int(read),
         }
 

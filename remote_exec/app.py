@@ -430,7 +430,7 @@ async def _mirrored_stream(ex: ExecState, request: Request[Any, Any, Any], run_i
             except UnknownEventId as exc:
                 # Not an id of this run (or no longer kept): start over, as a single server does.
                 extra = encode_json(
-                    {"reason": exc.reason, "latest_id": None}, event="reset", id=backend.origin_id(topic)
+                    {"reason": exc.reason, "latest_id": None}, event="reset", id=await backend.origin_id(topic)
                 )
                 resume = None
             else:
@@ -449,10 +449,14 @@ async def _mirrored_stream(ex: ExecState, request: Request[Any, Any, Any], run_i
             extra += watch.event()
     principal = _principal(request)
     prelude = encode_json({"run": info, "you": principal.public()}, event="run") + extra
+    # The origin: everything the topic keeps, the run's first event included.
+    try:
+        start = resume or await backend.origin_id(topic)
+    except BackendUnavailable as exc:
+        raise _unavailable(exc) from exc
 
     def body(hold: Hold) -> AsyncGenerator[bytes, None]:
-        # "0-0": everything the topic keeps, the run's first event included.
-        return mirrored_events(ex.hub, topic, resume or "0-0", prelude, hold=hold, owner=watch)
+        return mirrored_events(ex.hub, topic, start, prelude, hold=hold, owner=watch)
 
     return SSEStream(ex.hub, _held(ex.grants, principal, body))
 
@@ -483,7 +487,7 @@ async def _topic_output(ex: ExecState, run_id: str, kinds: frozenset[bytes]) -> 
     names = {EVENT_NAMES[k] for k in kinds}
     backend, topic = ex.hub.backend, run_topic(run_id)
     try:
-        first = await backend.read_after(topic, "0-0", 500)
+        first = await backend.read_after(topic, await backend.origin_id(topic), 500)
     except UnknownEventId as exc:
         raise ClientException(
             f"the start of run {run_id}'s output is no longer kept by the event store ({exc.reason}); "

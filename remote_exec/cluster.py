@@ -149,7 +149,8 @@ class Cluster:
     async def state(self, run_id: str) -> dict[str, Any] | None:
         """The run's row as last published, ``None`` if the backend never heard of it."""
         try:
-            entries = await self.hub.backend.read_after(state_topic(run_id), "0-0", 100)
+            topic = state_topic(run_id)
+            entries = await self.hub.backend.read_after(topic, await self.hub.backend.origin_id(topic), 100)
         except UnknownEventId:
             return None
         for entry in reversed(entries):

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import signal
+import sqlite3
 import struct
 import sys
 import termios
@@ -475,17 +476,22 @@ class Runner:
         row.status, row.exit_code, row.signal = status, code, sig
         row.ended_at, row.duration_s = now, round(duration, 3)
         row.output_bytes, row.dropped_bytes = run.recorded, run.dropped
-        self.store.finish_run(
-            run.id,
-            status=status,
-            exit_code=code,
-            signal=sig,
-            ended_at=now,
-            duration_s=row.duration_s,
-            output_bytes=run.recorded,
-            dropped_bytes=run.dropped,
-        )
-        self.store.audit(row.owner, "operator", row.addr, "end", run.id, **exit_info)
+        try:
+            self.store.finish_run(
+                run.id,
+                status=status,
+                exit_code=code,
+                signal=sig,
+                ended_at=now,
+                duration_s=row.duration_s,
+                output_bytes=run.recorded,
+                dropped_bytes=run.dropped,
+            )
+            self.store.audit(row.owner, "operator", row.addr, "end", run.id, **exit_info)
+        except sqlite3.Error as exc:
+            # A full disk: the run still ends here (its log has the exit); its stored row is
+            # put right by the recovery at the next start, which reads the log.
+            log.error("cannot record the end of run %s: %s", run.id, exc)
         self.live.pop(run.id, None)
         run.pulse.fire()
         if self.on_change is not None:

@@ -496,7 +496,7 @@ class Hub:
             latest = await self.backend.latest_id(topic)
             # An id to resume from even when the topic has none yet (its origin): without one a
             # browser keeps the unresumable id and gets this reset on every reconnect.
-            resume = latest or self.backend.origin_id(topic)
+            resume = latest or await self.backend.origin_id(topic)
             reset = encode_json({"reason": exc.reason, "latest_id": latest}, event="reset", id=resume)
             return [reset], self.backend.order_key(resume), resume
         key = self.backend.order_key(entries[-1].id if entries and entries[-1].id else last_event_id)
@@ -582,7 +582,7 @@ class Hub:
                     # log belong to the old one, so a client resuming from one must get a reset
                     # from the backend, not a replay from here.
                     t.index.clear()
-                resume = after or backend.origin_id(t.name)
+                resume = after or await backend.origin_id(t.name)
                 reset = encode_json({"reason": exc.reason, "latest_id": after}, event="reset", id=resume)
                 # No order key: every live subscriber gets it, whatever its cursor (an epoch's
                 # new ids may sort below the old ones).

@@ -19,7 +19,7 @@ import pytest
 
 from chat.app import create_app as chat_app
 from remote_exec.app import create_app as exec_app
-from tests.rig import LiveServer
+from tests.rig import LiveServer, wait_until
 
 TOKEN = "full-disk-operator-token-0123456789"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -95,6 +95,8 @@ def test_exec_on_a_full_disk_answers_503_and_leaves_no_fd_open(small_disk: Path)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         ok = http.post("/exec/runs", json={"argv": ["echo", "before"]}, headers=auth)
         assert ok.status_code == 201, ok.text
+        run_id = ok.json()["id"]
+        wait_until(lambda: http.get(f"/exec/runs/{run_id}", headers=auth).json()["status"] != "running", what="exit")
         filler = fill(small_disk)
         fds = open_fds()
         for _ in range(5):

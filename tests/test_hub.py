@@ -118,7 +118,7 @@ async def test_a_reset_on_an_empty_topic_carries_an_id_to_resume_from() -> None:
         assert got[0] == "reset"
         assert json.loads(got[2]) == {"reason": "foreign", "latest_id": None}
         origin = got[1]
-        assert origin == hub.backend.origin_id("t")
+        assert origin == await hub.backend.origin_id("t")
         first = await hub.publish("t", "first")  # while the client is away
         (again,) = await collect(hub, "t", 1, last_id=origin)
         assert again == ("message", first, "first")

@@ -74,7 +74,7 @@ class Backend(ABC):
         return type(self).__name__.removesuffix("Backend").lower()
 
     @abstractmethod
-    def origin_id(self, topic: str) -> str:
+    async def origin_id(self, topic: str) -> str:
         """The id just before this history's first event of ``topic``: resuming from it replays
         everything still kept (or raises ``UnknownEventId("evicted")`` once the oldest events are
         gone). A ``reset`` on a topic with no events carries it, so a browser that got one never

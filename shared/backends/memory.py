@@ -122,7 +122,7 @@ class MemoryBackend(Backend):
             return None
         return f"{self.epoch}-{t.seq}"
 
-    def origin_id(self, topic: str) -> str:
+    async def origin_id(self, topic: str) -> str:
         return f"{self.epoch}-0"  # seq 0: before the first event (ids start at 1)
 
     async def listen(self, topic: str, after: str | None) -> AsyncIterator[list[Entry]]:

@@ -2,8 +2,9 @@
 
 Keys (``prefix`` defaults to ``sse:``):
 
-- ``{prefix}stream:{topic}``: stored events. The stream entry id (``1700000000000-0``) is the
-  SSE id, so a client can resume on any instance.
+- ``{prefix}stream:{topic}``: stored events. The stream entry id with the history's epoch tag
+  (``1700000000000-0.3f9c1a2b``) is the SSE id, so a client can resume on any instance, and an id
+  of a history Redis lost is told apart from one of the new history (issue 13.3).
 - ``{prefix}ephemeral:{topic}``: ephemeral events, a short capped stream with a TTL. Each one
   records the id of the newest stored event when it was published (its *anchor*), so every
   listener delivers it in the same place among the stored events.
@@ -13,7 +14,9 @@ Keys (``prefix`` defaults to ``sse:``):
   persistence, FLUSHALL, a failover to an empty replica) has lost it too; the reader of every
   instance checks it after each ``XREAD`` and before it delivers what that read, so when it
   changes every live listener fails with ``UnknownEventId("epoch")`` (the hub turns that into one
-  ``reset``) before any event of the new history reaches it.
+  ``reset``) before any event of the new history reaches it. Every id carries its epoch's tag
+  (Centrifugo's design): a resume from an id of another epoch gets ``reset`` (reason ``epoch``),
+  read in the same transaction as the replay.
 
 Connections per instance: **one** reader connection, a blocking ``XREAD`` over every topic the
 process listens to (the hub runs one ``listen()`` per topic), plus a bounded pool
@@ -73,7 +76,8 @@ _EPH_HINT_MAX_AGE = 5.0
 Key = tuple[int, int]
 T = TypeVar("T")
 
-# KEYS[1] stream; ARGV: maxlen, slack, data[, event]. Returns the new id.
+# KEYS[1] stream[, KEYS[2] the epoch key]; ARGV: maxlen, slack, data[, event]. Returns the new id
+# and the epoch it was written in (false if none is set: Redis lost it, and the caller makes one).
 _APPEND = """
 local fields = {'d', ARGV[3]}
 if #ARGV >= 4 then fields[3] = 'e'; fields[4] = ARGV[4] end
@@ -86,7 +90,9 @@ if len > maxlen + tonumber(ARGV[2]) then
   redis.call('XTRIM', KEYS[1], 'MINID', head[drop + 1][1])
   redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', head[drop][1])
 end
-return id
+local epoch = false
+if #KEYS >= 2 then epoch = redis.call('GET', KEYS[2]) end
+return {id, epoch}
 """
 
 # KEYS[1] stream, KEYS[2] ephemeral stream; ARGV: maxlen, ttl ms, data[, event].
@@ -110,8 +116,23 @@ def parse_stream_id(event_id: str) -> Key:
     return int(m[1]), int(m[2])
 
 
-def _entry(entry_id: str | None, fields: Mapping[str, str]) -> Entry:
-    return Entry(entry_id, fields.get("e"), fields.get("d", ""))
+def split_event_id(event_id: str) -> tuple[str, str | None]:
+    """An SSE id as (the stream id, the epoch tag or ``None`` if it has none)."""
+    raw, sep, tag = event_id.partition(".")
+    return raw, (tag if sep else None)
+
+
+def epoch_tag(epoch: str | None) -> str:
+    """The part of an epoch ids carry: its random suffix (8 hex digits)."""
+    return epoch.rpartition(".")[2] if epoch else ""
+
+
+def _tagged(stream_id: str, tag: str) -> str:
+    return f"{stream_id}.{tag}" if tag else stream_id
+
+
+def _entry(entry_id: str | None, fields: Mapping[str, str], tag: str = "") -> Entry:
+    return Entry(_tagged(entry_id, tag) if entry_id is not None else None, fields.get("e"), fields.get("d", ""))
 
 
 @dataclass(slots=True, eq=False)
@@ -128,8 +149,16 @@ class _Listener:
     held: deque[tuple[Key, float, Entry]] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     error: Exception | None = None
+    tag: str = ""  # the epoch tag of the history it reads (for the ids it names)
 
-    def take(self, stored: list[tuple[str, dict[str, str]]], ephemeral: list[tuple[str, dict[str, str]]]) -> None:
+    @property
+    def position(self) -> str:
+        """Its cursor as an SSE id."""
+        return _tagged(self.cursor, self.tag)
+
+    def take(
+        self, stored: list[tuple[str, dict[str, str]]], ephemeral: list[tuple[str, dict[str, str]]], tag: str
+    ) -> None:
         """Merge one round's entries into ``pending``: each ephemeral entry right after its anchor."""
         cursor, eph_cursor = parse_stream_id(self.cursor), parse_stream_id(self.eph_cursor)
         now = time.monotonic()
@@ -150,7 +179,7 @@ class _Listener:
                 continue
             while held and held[0][0] < key:
                 out.append(held.popleft()[2])
-            out.append(_entry(sid, fields))
+            out.append(_entry(sid, fields, tag))
             self.cursor, cursor = sid, key
         # An anchor the stream never reaches (it was lost with a Redis restart) must not hold
         # ephemeral events forever: after 5 s they go out anyway.
@@ -234,6 +263,8 @@ class RedisBackend(Backend):
         self._closed = False
         self._epoch_key = f"{prefix}epoch"
         self.epoch: str | None = None  # the history this instance's listeners are reading
+        # The epoch last read from Redis by any call (publishes and replays tag ids with it).
+        self._epoch_seen: str | None = None
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -379,21 +410,44 @@ class RedisBackend(Backend):
                 await self._io(script(keys=keys, args=[self.ephemeral_maxlen, ttl_ms, data, *extra]))
                 return Entry(None, event, data)
             args = [self.maxlen, self.trim_slack, data, *extra]
-            new_id = await self._io(self._scripts["append"](keys=[self.stream_key(topic)], args=args))
+            keys = [self.stream_key(topic), self._epoch_key]
+            new_id, epoch = await self._io(self._scripts["append"](keys=keys, args=args))
+            if not epoch:
+                epoch = await self._current_epoch()  # Redis lost it: this entry begins a new history
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(f"cannot publish: Redis at {self._where} is unavailable ({exc})") from exc
-        return Entry(str(new_id), event, data)
+        # Tagged with the epoch it was written in, read in the same script.
+        self._epoch_seen = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        return Entry(_tagged(str(new_id), epoch_tag(self._epoch_seen)), event, data)
+
+    async def event_id(self, stream_id: str) -> str:
+        """:meth:`tag_id`, reading the epoch from Redis first if this instance has not yet."""
+        if self.epoch is None and self._epoch_seen is None:
+            try:
+                self._epoch_seen = await self._current_epoch()
+            except _UNAVAILABLE as exc:
+                raise BackendUnavailable(f"Redis at {self._where} is unavailable ({exc})") from exc
+        return self.tag_id(stream_id)
+
+    def tag_id(self, stream_id: str) -> str:
+        """A stream id of this backend's streams (as a Lua script returns it) as an SSE id."""
+        return _tagged(stream_id, epoch_tag(self._epoch_seen or self.epoch))
 
     def order_key(self, event_id: str) -> tuple[int, ...]:
-        return parse_stream_id(event_id)
+        return parse_stream_id(split_event_id(event_id)[0])
 
     async def latest_id(self, topic: str) -> str | None:
         def fill(pipe: Pipeline) -> None:
             pipe.xrevrange(self.stream_key(topic), "+", "-", count=1)
             pipe.xrevrange(self.ephemeral_key(topic), "+", "-", count=1)
+            pipe.get(self._epoch_key)
 
         try:
-            last, eph_last = await self._pipeline(fill, transaction=False)
+            last, eph_last, epoch = await self._pipeline(fill, transaction=False)
+            if isinstance(epoch, str | bytes) and epoch:
+                self._epoch_seen = epoch.decode() if isinstance(epoch, bytes) else epoch
+            else:
+                self._epoch_seen = await self._current_epoch()
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(f"Redis at {self._where} is unavailable ({exc})") from exc
         if isinstance(last, Exception):
@@ -407,7 +461,7 @@ class RedisBackend(Backend):
             if len(self._eph_hints) > 1000:  # noted by callers that never listened
                 self._eph_hints = {k: v for k, v in self._eph_hints.items() if now - v[1] < _EPH_HINT_MAX_AGE}
             self._eph_hints[topic] = (eph, now)
-        return str(last[0][0]) if last else None
+        return self.tag_id(str(last[0][0])) if last else None
 
     async def ping(self) -> None:
         try:
@@ -418,41 +472,54 @@ class RedisBackend(Backend):
     def describe(self) -> str:
         return f"redis at {self._where}"
 
-    def origin_id(self, topic: str) -> str:
-        return _ZERO  # before any stream entry; see _verdict for a stream that does not exist yet
+    async def origin_id(self, topic: str) -> str:
+        return await self.event_id(_ZERO)  # before any entry; see _verdict for a stream not made yet
 
     async def read_after(self, topic: str, event_id: str, limit: int) -> list[Entry]:
+        raw, tag = split_event_id(event_id)
         try:
-            after = parse_stream_id(event_id)
+            after = parse_stream_id(raw)
         except ValueError:
             raise UnknownEventId(event_id, "unknown") from None
+        if tag is None:
+            raise UnknownEventId(event_id, "unknown")  # no epoch: not an id we hand out
         key = self.stream_key(topic)
 
         def fill(pipe: Pipeline) -> None:
             pipe.exists(key)
             pipe.xinfo_stream(key)
-            pipe.xrange(key, event_id, event_id, count=1)
-            if limit > 0:
-                pipe.xrange(key, "(" + event_id, "+", count=limit)
+            pipe.xrange(key, raw, raw, count=1)
+            pipe.xrange(key, "(" + raw, "+", count=max(limit, 1))
+            pipe.get(self._epoch_key)
 
         try:
             replies = await self._pipeline(fill, transaction=True)
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(f"Redis at {self._where} is unavailable ({exc})") from exc
+        epoch = _ok(replies[4])
+        current = epoch.decode() if isinstance(epoch, bytes) else epoch
+        if not current or epoch_tag(current) != tag:
+            # Another history: Redis lost the one this id is from (or not made a new one yet).
+            raise UnknownEventId(event_id, "epoch")
+        self._epoch_seen = current
         reason = _verdict(_info(replies[0], replies[1]), after, exists=bool(_ok(replies[2])))
         if reason is not None:
             raise UnknownEventId(event_id, reason)
-        return [_entry(i, f) for i, f in _ok(replies[3])] if limit > 0 else []
+        return [_entry(i, f, tag) for i, f in _ok(replies[3])] if limit > 0 else []
 
     # -- listening -------------------------------------------------------------------------------
 
     async def listen(self, topic: str, after: str | None) -> AsyncIterator[list[Entry]]:
+        tag: str | None = None
         if after is not None:
+            given, (after, tag) = after, split_event_id(after)
             try:
                 parse_stream_id(after)
             except ValueError:
-                raise UnknownEventId(after, "unknown") from None
-        listener = await self._open(topic, after)
+                raise UnknownEventId(given, "unknown") from None
+            if tag is None:
+                raise UnknownEventId(given, "unknown")
+        listener = await self._open(topic, after, tag)
         if listener is None:
             return  # closed while waiting for Redis
         self._listeners.setdefault(topic, set()).add(listener)
@@ -478,14 +545,16 @@ class RedisBackend(Backend):
         finally:
             self._forget(listener)
 
-    async def _open(self, topic: str, after: str | None) -> _Listener | None:
-        """Check ``after`` and note where the ephemeral stream is now; waits while Redis is down."""
+    async def _open(self, topic: str, after: str | None, tag: str | None = None) -> _Listener | None:
+        """Check ``after`` (a stream id, of the epoch ``tag``) and note where the ephemeral stream
+        is now; waits while Redis is down."""
         key, eph_key = self.stream_key(topic), self.ephemeral_key(topic)
 
         def fill(pipe: Pipeline) -> None:
             pipe.exists(key)
             pipe.xinfo_stream(key)
             pipe.xrevrange(eph_key, "+", "-", count=1)
+            pipe.get(self._epoch_key)
             if after is not None:
                 pipe.xrange(key, after, after, count=1)
 
@@ -504,14 +573,18 @@ class RedisBackend(Backend):
             hint = self._eph_hints.pop(topic, None)
             if hint is not None and time.monotonic() - hint[1] < _EPH_HINT_MAX_AGE:
                 eph_cursor = min(eph_cursor, hint[0], key=parse_stream_id)
+            epoch = _ok(replies[3])
+            current = epoch.decode() if isinstance(epoch, bytes) else epoch
             if after is None:
                 # "From the start of what is kept": right after the last trimmed entry.
                 start = str(info["max-deleted-entry-id"]) if info is not None else _ZERO
-                return _Listener(topic, start, eph_cursor)
-            reason = _verdict(info, parse_stream_id(after), exists=bool(_ok(replies[3])))
+                return _Listener(topic, start, eph_cursor, tag=epoch_tag(current))
+            if not current or epoch_tag(current) != tag:
+                raise UnknownEventId(_tagged(after, tag or ""), "epoch")
+            reason = _verdict(info, parse_stream_id(after), exists=bool(_ok(replies[4])))
             if reason is not None:
-                raise UnknownEventId(after, reason)
-            return _Listener(topic, after, eph_cursor)
+                raise UnknownEventId(_tagged(after, tag or ""), reason)
+            return _Listener(topic, after, eph_cursor, tag=tag or "")
         return None
 
     def _forget(self, listener: _Listener) -> None:
@@ -629,7 +702,7 @@ class RedisBackend(Backend):
         if max_deleted is not None and max_deleted > cursor:
             # A stream missing or recreated (Redis lost its data) is no gap by itself: what is
             # there now is newer than the cursor and gets delivered.
-            self._fail(listener, UnknownEventId(listener.cursor, "evicted"))
+            self._fail(listener, UnknownEventId(listener.position, "evicted"))
         else:
             listener.checked = True
 
@@ -649,12 +722,13 @@ class RedisBackend(Backend):
         they were reading: their cursors point into a history that is gone."""
         epoch = await self._current_epoch()
         known, self.epoch = self.epoch, epoch
+        self._epoch_seen = epoch
         if known is None or known == epoch:
             return
         log.warning("Redis at %s lost its data (epoch %s, was %s); resetting every listener", self._where, epoch, known)
         for listeners in list(self._listeners.values()):
             for listener in list(listeners):
-                self._fail(listener, UnknownEventId(listener.cursor, "epoch"))
+                self._fail(listener, UnknownEventId(listener.position, "epoch"))
 
     async def _read_round(self) -> None:
         reader = await self._reader_client()
@@ -703,7 +777,7 @@ class RedisBackend(Backend):
         for topic, (stored, eph) in got.items():
             for listener in list(self._listeners.get(topic, ())):
                 if listener.round == rnd:
-                    listener.take(stored, eph)
+                    listener.take(stored, eph, epoch_tag(self.epoch))
 
 
 def _ok(reply: Any) -> Any:

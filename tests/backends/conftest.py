@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.backends import Backend, MemoryBackend
-from shared.backends.redis import RedisBackend, parse_stream_id
+from shared.backends.redis import RedisBackend, parse_stream_id, split_event_id
 from tests.rig import RedisServer
 
 SMALL = 5  # default retention: small, so eviction is easy to reach
@@ -41,8 +41,9 @@ class Store:
         if self.kind == "memory":
             epoch, _, seq = latest.partition("-")
             return f"{epoch}-{int(seq) + 100}"
-        ms, _ = parse_stream_id(latest)
-        return f"{ms + 100_000}-0"
+        raw, tag = split_event_id(latest)
+        ms, _ = parse_stream_id(raw)
+        return f"{ms + 100_000}-0.{tag}"
 
     def foreign_id(self, stored: str) -> str:
         """Well-formed, not from the future, yet never handed out by this store."""
@@ -50,8 +51,9 @@ class Store:
             epoch, _, _ = stored.partition("-")
             other = "".join("a" if c != "a" else "b" for c in epoch)
             return f"{other}-1"
-        ms, seq = parse_stream_id(stored)
-        return f"{ms}-{seq + 1}"  # callers make sure the next entry has a later millisecond
+        raw, tag = split_event_id(stored)
+        ms, seq = parse_stream_id(raw)
+        return f"{ms}-{seq + 1}.{tag}"  # callers make sure the next entry has a later millisecond
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

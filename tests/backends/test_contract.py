@@ -93,15 +93,15 @@ async def test_an_id_never_handed_out_is_foreign(store: Store) -> None:
 async def test_the_origin_id_resumes_from_the_first_event(store: Store) -> None:
     """The id a reset carries on a topic with no events (issue 16): resumable, before every event."""
     backend = store.instance()
-    origin = backend.origin_id("o")
+    origin = await backend.origin_id("o")
     assert await backend.read_after("o", origin, 10) == []  # a topic that has no events yet
     ids = [(await backend.append("o", f"m{i}")).id for i in range(3)]
     assert backend.order_key(origin) < backend.order_key(ids[0] or "")
-    assert [e.data for e in await backend.read_after("o", backend.origin_id("o"), 10)] == ["m0", "m1", "m2"]
+    assert [e.data for e in await backend.read_after("o", await backend.origin_id("o"), 10)] == ["m0", "m1", "m2"]
     for i in range(3, SMALL + 2):  # past the retention: the first events are gone
         await backend.append("o", f"m{i}")
     with pytest.raises(UnknownEventId) as caught:
-        await backend.read_after("o", backend.origin_id("o"), 10)
+        await backend.read_after("o", await backend.origin_id("o"), 10)
     assert caught.value.reason == "evicted"
 
 

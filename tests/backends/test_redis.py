@@ -65,6 +65,7 @@ def test_order_key_is_the_stream_id() -> None:
     b = RedisBackend.from_url("redis://127.0.0.1:6390")
     assert b.order_key("1700000000000-0") == (1700000000000, 0)
     assert b.order_key("1700000000000-12") < b.order_key("1700000000001-0")
+    assert b.order_key("1700000000000-12.3f9c1a2b") == (1700000000000, 12)  # the epoch tag is not order
     for bad in ("1-", "-1", " 1-1", "1-1 ", "\u0661-\u0661", f"{2**64}-0", "1-2-3", "x" * 100):
         with pytest.raises(ValueError):
             parse_stream_id(bad)
@@ -74,8 +75,10 @@ def test_order_key_is_the_stream_id() -> None:
 
 
 @pytest.mark.redis
-async def test_ids_from_a_wiped_redis_are_unknown_then_foreign(redis_server: RedisServer) -> None:
-    """The test server keeps nothing on disk: a restart loses every stream."""
+async def test_ids_from_a_wiped_redis_are_of_another_epoch(redis_server: RedisServer) -> None:
+    """The test server keeps nothing on disk: a restart loses every stream, and the epoch. An id
+    carries its epoch's tag (issue 13.3), so one of the lost history is told apart for sure, even
+    where its stream id would be a valid position in the new one."""
     b = backend_for(redis_server)
     await b.start()
     try:
@@ -85,11 +88,16 @@ async def test_ids_from_a_wiped_redis_are_unknown_then_foreign(redis_server: Red
         await asyncio.to_thread(redis_server.start)
         with pytest.raises(UnknownEventId) as info:
             await b.read_after("t", old, 10)
-        assert info.value.reason == "unknown"  # no such stream now
+        assert info.value.reason == "epoch"  # no epoch now: the history is gone
         new = await b.append("t", "after")  # the pool replaces its dead connections by itself
+        assert str(new.id).rpartition(".")[2] != old.rpartition(".")[2]  # a new epoch, a new tag
         with pytest.raises(UnknownEventId) as info:
             await b.read_after("t", old, 10)
-        assert info.value.reason == "foreign"  # in range, but never an entry of this stream
+        assert info.value.reason == "epoch"
+        same_position = old.rpartition(".")[0] + "." + str(new.id).rpartition(".")[2]
+        with pytest.raises(UnknownEventId) as info:
+            await b.read_after("t", same_position, 10)
+        assert info.value.reason == "foreign"  # this epoch's tag, but never an entry of this stream
         assert await b.read_after("t", str(new.id), 10) == []
     finally:
         await b.close()
@@ -222,8 +230,9 @@ async def test_a_gap_reaches_hub_subscribers_as_a_reset(redis_server: RedisServe
         async with admin.pipeline(transaction=True) as pipe:
             pipe.execute_command("CLIENT", "KILL", "ID", reader)
             for i in range(10):
-                pipe.eval(_APPEND, 1, b.stream_key("t"), 5, 0, f"burst{i}")
-            latest = (await pipe.execute())[-1]
+                pipe.eval(_APPEND, 2, b.stream_key("t"), b._epoch_key, 5, 0, f"burst{i}")
+            raw, epoch = (await pipe.execute())[-1]
+            latest = f"{raw}.{epoch.rpartition('.')[2]}"  # as the backend tags it
         deadline = time.monotonic() + 10
         while not sub.task.done() and not any(e == "reset" for e, _, _ in sub.events):
             assert time.monotonic() < deadline, sub.events
@@ -269,9 +278,9 @@ async def test_an_ephemeral_event_published_right_after_subscribe_is_delivered(
     in that moment (from another instance) must still arrive."""
     original = RedisBackend._open
 
-    async def slow_open(self: RedisBackend, topic: str, after: str | None) -> object:
+    async def slow_open(self: RedisBackend, topic: str, after: str | None, tag: str | None = None) -> object:
         await asyncio.sleep(0.2)
-        return await original(self, topic, after)
+        return await original(self, topic, after, tag)
 
     monkeypatch.setattr(RedisBackend, "_open", slow_open)
     async with Hub(backend_for(redis_server)) as a, Hub(backend_for(redis_server)) as b:

@@ -62,9 +62,10 @@ def on(person: Person, client: httpx.Client) -> Person:
 
 def stored_after(url: str, after: str, room: str = "general") -> list[tuple[str, str, str]]:
     """What Redis holds after ``after`` in the room's stream: (id, event, data)."""
+    raw, _, tag = after.partition(".")  # an SSE id is the stream id and its epoch's tag
     with redis.Redis.from_url(url, decode_responses=True) as r:
-        entries = r.xrange(f"sse:stream:room:{room}", min="(" + after)
-    return [(eid, fields["e"], fields["d"]) for eid, fields in entries]
+        entries = r.xrange(f"sse:stream:room:{room}", min="(" + raw)
+    return [(f"{eid}.{tag}", fields["e"], fields["d"]) for eid, fields in entries]
 
 
 def stored(events: list[ServerSentEvent]) -> list[tuple[str, str, str]]:
