@@ -18,6 +18,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import File
 
 from shared.errors import errors
+from shared.metrics import count
 from shared.openapi import FileOperation, read_body
 from shared.security import RAW_BODY
 
@@ -75,6 +76,7 @@ async def upload(
     if not created:
         await chat.files.remove(stored.id)
         return replayed(message, room)
+    count("chat_messages", "kind", "file")
     await chat.announce_activity(message)
     return Response(message, status_code=201)
 

@@ -11,6 +11,7 @@ from litestar.exceptions import ClientException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from shared.errors import errors
+from shared.metrics import count
 
 from .context import CurrentUser, chat_of
 from .rules import check_client_msg_id, check_emoji, check_text
@@ -74,6 +75,7 @@ async def send(
     message, created = await chat.store.post(room, user, text, client_msg_id)
     if not created:  # a concurrent retry won the race
         return replayed(message, room)
+    count("chat_messages", "kind", "text")
     await chat.announce_activity(message)
     return Response(message, status_code=201)
 

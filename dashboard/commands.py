@@ -34,6 +34,7 @@ from litestar.exceptions import ClientException, HTTPException
 from shared import jsonrpc
 from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient
 from shared.hub import Hub
+from shared.metrics import count
 
 from . import actions
 from .actions import Command, Refused
@@ -297,5 +298,6 @@ class Commander:
             confirmed_by=confirmed_by,
         )
         await self.audit.awrite(record)
+        count("dashboard_actions", "result", outcome)
         phase = "succeeded" if outcome == "succeeded" else "failed"
         await self._broadcast(run, phase, detail, outcome)

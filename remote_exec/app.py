@@ -43,6 +43,7 @@ from shared.errors import error_response as errors_response
 from shared.errors import errors
 from shared.health import health_routes
 from shared.hub import HubSettings, Subscription
+from shared.metrics import count
 from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
 from shared.responses import SSE_HEADERS, SSEStream, last_event_id, sse_response
@@ -330,6 +331,7 @@ async def start_run(request: Request[Any, Any, Any], data: JSONBody[StartBody], 
             principal.name, principal.role, addr, "refused", None,
             argv=data.argv, command=data.command, cwd=data.cwd, reason=f"{exc.rule}: {exc}",
         )  # fmt: skip
+        count("exec_runs", "outcome", "refused")
         raise PermissionDeniedException(str(exc), extra={"rule": exc.rule, "allow": exc.allow}) from exc
     except ValueError as exc:
         raise ValidationException(str(exc)) from exc
@@ -357,6 +359,7 @@ async def start_run(request: Request[Any, Any, Any], data: JSONBody[StartBody], 
         raise ServiceUnavailableException(str(exc)) from exc
     except BackendUnavailable as exc:
         raise _unavailable(exc) from exc
+    count("exec_runs", "outcome", "started" if row.status == RUNNING else "failed")
     return ex.cluster.describe(row.public()) if ex.cluster is not None else row.public()
 
 

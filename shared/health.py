@@ -110,7 +110,9 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 
 
 def health_routes() -> list[Any]:
-    """The two handlers, for an app's ``route_handlers``."""
-    return [healthz, readyz]
+    """``/healthz``, ``/readyz`` and ``/metrics`` (:mod:`shared.metrics`), for an app's ``route_handlers``."""
+    from .metrics import metrics_route  # (prometheus-client is imported only with the routes)
+
+    return [healthz, readyz, metrics_route]
 
 

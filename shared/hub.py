@@ -16,8 +16,9 @@ import functools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import Backend, Entry, UnknownEventId
@@ -57,6 +58,23 @@ class HubSettings:
     limit_loopback: bool = False
 
 
+def topic_class(topic: str) -> str:
+    """A topic's kind for metrics: the part before its first ``:`` (``room``, ``exec``, ``rpc``...).
+    Never the whole name: that would be a label per room, run or client."""
+    return topic.partition(":")[0][:32]
+
+
+@dataclass(slots=True)
+class HubCounts:
+    """What the hub did, as plain counters (read by ``shared.metrics`` at a scrape; nothing on the
+    hot path but an integer add per write)."""
+
+    published: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic class, kind)
+    delivered: Counter[str] = field(default_factory=Counter)  # topic class -> entries written, of ended topics
+    resets: Counter[str] = field(default_factory=Counter)  # reason
+    ended_slow: int = 0
+
+
 class _Topic:
     """The shared log of one topic in this process, and the reader that fills it."""
 
@@ -65,6 +83,8 @@ class _Topic:
         "base",
         "chunks",
         "closed",
+        "cls",
+        "delivered",
         "ids",
         "index",
         "keys",
@@ -87,6 +107,8 @@ class _Topic:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.cls = topic_class(name)
+        self.delivered = 0  # entries written to its subscribers (folded into HubCounts when it ends)
         # Kept: asyncio.get_running_loop() makes a getpid() system call each time (CPython 3.11
         # checks for a fork), once per subscriber and event it was 6% of the server's CPU.
         self.loop = asyncio.get_running_loop()
@@ -340,11 +362,13 @@ class Subscription:
             # Too slow: the events it has not read are no longer in the shared log.
             self.ended_reason = "slow"
             self._closed = True
+            self._hub.counts.ended_slow += 1
             log.info("ending slow subscriber on %r (last id %r)", topic.name, self.last_id)
             return None
         start = self.cursor
         lo, hi = start - topic.base, topic.end - topic.base
         self.cursor = topic.end
+        topic.delivered += hi - lo
         if self._after_key is None and start >= self._live_from:
             # The common case: everything from the cursor on is for us, and subscribers at the
             # same cursor share one joined bytes object (one join per wake-up, not per subscriber).
@@ -392,6 +416,7 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
         self.closing = False
+        self.counts = HubCounts()
         # Set when the server starts to stop with a drain period (shared.health): new streams
         # are refused with 503 (a load balancer sends them elsewhere), open ones carry on until
         # close() ends them.
@@ -449,6 +474,7 @@ class Hub:
     async def publish(self, topic: str, data: str, event: str | None = None, *, ephemeral: bool = False) -> str | None:
         """Store and broadcast an event; returns its id (``None`` for ephemeral events)."""
         entry = await self.backend.append(topic, data, event, ephemeral=ephemeral)
+        self.counts.published[(topic_class(topic), "ephemeral" if ephemeral else "stored")] += 1
         return entry.id
 
     async def publish_json(
@@ -493,6 +519,7 @@ class Hub:
         try:
             entries = await self.backend.read_after(topic, last_event_id, self.settings.replay_limit)
         except UnknownEventId as exc:
+            self.counts.resets[exc.reason] += 1
             latest = await self.backend.latest_id(topic)
             # An id to resume from even when the topic has none yet (its origin): without one a
             # browser keeps the unresumable id and gets this reset on every reconnect.
@@ -526,6 +553,7 @@ class Hub:
         if t.subscribers == 0 and self._topics.get(t.name) is t:
             # Nobody listens here any more: stop reading; the backend still has the events.
             del self._topics[t.name]
+            self._fold(t)
             t.stop_timer()
             if t.reader is not None:
                 t.reader.cancel()
@@ -549,6 +577,7 @@ class Hub:
         it again."""
         if self._topics.get(t.name) is t:
             del self._topics[t.name]
+        self._fold(t)
         if t.unfollow is not None:
             t.unfollow()
         t.stop_timer()
@@ -573,6 +602,7 @@ class Hub:
                 # The backend lost events this process had not read yet (Redis trimmed them while
                 # it was unreachable): every subscriber gets one reset, then live events.
                 log.warning("topic %r: events after %r are gone (%s); sending reset", t.name, exc.event_id, exc.reason)
+                self.counts.resets[exc.reason] += 1
                 try:
                     after = await backend.latest_id(t.name)
                 except Exception:
@@ -605,6 +635,20 @@ class Hub:
                     t.wake()
 
     # -- introspection ----------------------------------------------------------------------
+
+    def _fold(self, t: _Topic) -> None:
+        # Its subscribers may still write what they took; counted up to now, and on from zero.
+        self.counts.delivered[t.cls] += t.delivered
+        t.delivered = 0
+
+    def live_counts(self) -> tuple[Counter[str], Counter[str]]:
+        """(open streams, entries delivered) per topic class, live topics included."""
+        streams: Counter[str] = Counter()
+        delivered = Counter(self.counts.delivered)
+        for t in self._topics.values():
+            streams[t.cls] += t.subscribers
+            delivered[t.cls] += t.delivered
+        return streams, delivered
 
     def stats(self) -> dict[str, int]:
         return {"topics": len(self._topics), "subscribers": sum(t.subscribers for t in self._topics.values())}

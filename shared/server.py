@@ -46,6 +46,7 @@ from .health import HEALTH, Health
 from .hosts import HostCheck
 from .hosts import allowed_hosts as hosts_allowed
 from .limits import ABORT_CONNECTION
+from .metrics import METRICS, METRICS_TOKEN_ENV, Metrics
 from .security import redact_access_log
 
 __all__ = [
@@ -142,6 +143,7 @@ class Server(uvicorn.Server):
         send_buffer: int | None = SEND_BUFFER,
         tune_gc: bool = False,
         drain_seconds: float = 0.0,
+        metrics_token: str | None = None,
     ) -> None:
         super().__init__(config)
         self._app = app
@@ -149,6 +151,7 @@ class Server(uvicorn.Server):
         self.drain_seconds = drain_seconds
         # A bound method, not a lambda: with --workers the Server is pickled into each worker.
         self.health = Health(self._hub_items)
+        self.metrics = Metrics(self._hub_items, metrics_token)
         self.send_buffer = send_buffer
         # Process-wide (see tune_gc): for a server that owns its process, not one run in a test.
         self.tune_gc = tune_gc
@@ -164,6 +167,7 @@ class Server(uvicorn.Server):
         # uvicorn copies the lifespan state into every request's scope["state"].
         self.lifespan.state[ABORT_CONNECTION] = self.abort_connection
         self.lifespan.state[HEALTH] = self.health
+        self.lifespan.state[METRICS] = self.metrics
         await super().startup(sockets)
         if self.tune_gc:
             tune_gc()
@@ -407,10 +411,20 @@ def make_config(
     return config
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, *, drain_seconds: float = 0.0, **kwargs: Any) -> None:
+def serve(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    drain_seconds: float = 0.0,
+    metrics_token: str | None = None,
+    **kwargs: Any,
+) -> None:
     """Blocking: serve ``app`` until Ctrl-C / SIGTERM, closing SSE streams first on the way out
-    (after ``drain_seconds`` of being not ready, see :mod:`shared.health`)."""
-    Server(make_config(app, host, port, **kwargs), app, tune_gc=True, drain_seconds=drain_seconds).run()
+    (after ``drain_seconds`` of being not ready, see :mod:`shared.health`). ``metrics_token``
+    turns ``/metrics`` on (:mod:`shared.metrics`)."""
+    config = make_config(app, host, port, **kwargs)
+    Server(config, app, tune_gc=True, drain_seconds=drain_seconds, metrics_token=metrics_token).run()
 
 
 def check_bind(host: str, allow_remote: bool) -> None:
@@ -487,6 +501,12 @@ def base_parser(prog: str, description: str, default_port: int = 8000) -> argpar
         help="on SIGTERM, stay up this long not ready (/readyz 503, new streams 503) before ending the "
         f"open streams, so a load balancer moves clients away first (default: ${DRAIN_ENV}, else 0)",
     )
+    parser.add_argument(
+        "--metrics-token",
+        default=os.environ.get(METRICS_TOKEN_ENV) or None,
+        help=f"serve Prometheus metrics at /metrics to 'Authorization: Bearer <this>' (default: ${METRICS_TOKEN_ENV}; "
+        "unset: /metrics is off)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -532,6 +552,7 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
             log_level=args.log_level,
             allowed_hosts=extra_hosts(args),
             drain_seconds=getattr(args, "drain_seconds", 0.0),
+            metrics_token=getattr(args, "metrics_token", None),
             **proxy_options(args),
         )
     except KeyboardInterrupt:
@@ -574,10 +595,12 @@ def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = (
     )
     for line in extra:
         print(line, flush=True)
-    _supervise(config, workers, getattr(args, "drain_seconds", 0.0))
+    _supervise(config, workers, getattr(args, "drain_seconds", 0.0), getattr(args, "metrics_token", None))
 
 
-def _supervise(config: uvicorn.Config, workers: int, drain_seconds: float = 0.0) -> None:
+def _supervise(
+    config: uvicorn.Config, workers: int, drain_seconds: float = 0.0, metrics_token: str | None = None
+) -> None:
     """Run ``workers`` processes of our :class:`Server` on one socket; restart any that dies.
 
     uvicorn's own supervisor would run its plain ``Server`` in the workers, which waits for open
@@ -586,7 +609,7 @@ def _supervise(config: uvicorn.Config, workers: int, drain_seconds: float = 0.0)
     from uvicorn._subprocess import get_subprocess
 
     sock = config.bind_socket()
-    server = Server(config, None, drain_seconds=drain_seconds)
+    server = Server(config, None, drain_seconds=drain_seconds, metrics_token=metrics_token)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:

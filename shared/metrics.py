@@ -1,0 +1,147 @@
+"""Prometheus metrics at ``GET /metrics`` (issue 19), through ``prometheus-client``.
+
+Read at scrape time from what the process already counts, so serving them costs nothing per
+event: the hubs' :class:`shared.hub.HubCounts` and open topics, each write watchdog's stuck-stream
+count, and the apps' own counters (:func:`count`: chat messages, exec runs, dashboard actions).
+Labels are kinds, never names: a topic's class (``room``, ``exec``, ``rpc``), a reset's reason, an
+action; no per-user, per-room or per-run label.
+
+Off unless the operator gives a token (``--metrics-token`` or ``$SSE_METRICS_TOKEN``): then a
+scrape must send ``Authorization: Bearer <token>``. Without one ``/metrics`` answers 404 saying
+how to turn it on. With ``--workers N`` each scrape is answered by one worker, with its own counts
+(the ``instance`` label tells them apart).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.exceptions import NotAuthorizedException, NotFoundException
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .errors import errors
+from .security import tokens_equal
+
+__all__ = ["METRICS_TOKEN_ENV", "Metrics", "count", "metrics_route"]
+
+METRICS_TOKEN_ENV = "SSE_METRICS_TOKEN"
+METRICS = "sse.metrics"  # its key in the lifespan state
+
+# The apps' counters: (metric, label name, label value) -> n. One process-wide table: an app
+# counts what it did without knowing whether a server (or which) will export it.
+_APP_COUNTS: Counter[tuple[str, str, str]] = Counter()
+_APP_HELP = {
+    "chat_messages": "Chat messages stored (kind: text or file; a resend of one already stored is not counted)",
+    "exec_runs": "Exec runs asked for (outcome: started, refused by the policy, failed to start)",
+    "dashboard_actions": "Dashboard process actions (result: succeeded, failed, refused, ...)",
+}
+
+
+def count(metric: str, label: str, value: str, n: int = 1) -> None:
+    """Count one of an app's events: ``count("exec_runs", "outcome", "started")``."""
+    _APP_COUNTS[(metric, label, value[:32])] += n
+
+
+class _Collector:
+    def __init__(self, hubs: Callable[[], Iterable[Any]], instance: str) -> None:
+        self._hubs = hubs
+        self._instance = instance
+
+    def collect(self) -> Iterator[Metric]:
+        inst = self._instance
+        streams = GaugeMetricFamily(
+            "sse_streams_open", "Open SSE streams, by topic class", labels=["instance", "topic_class"]
+        )
+        published = CounterMetricFamily(
+            "sse_events_published",
+            "Events published through a hub, by topic class and kind",
+            labels=["instance", "topic_class", "kind"],
+        )
+        delivered = CounterMetricFamily(
+            "sse_entries_delivered",
+            "Entries (events and heartbeats) written to subscribers, by topic class",
+            labels=["instance", "topic_class"],
+        )
+        resets = CounterMetricFamily("sse_resets", "Reset events sent, by reason", labels=["instance", "reason"])
+        ended = CounterMetricFamily(
+            "sse_subscribers_ended",
+            "Streams the server ended for a client that fell behind",
+            labels=["instance", "reason"],
+        )
+        totals: dict[str, Counter[Any]] = {"streams": Counter(), "published": Counter(), "delivered": Counter()}
+        resets_by: Counter[str] = Counter()
+        slow = stuck = 0
+        seen: set[int] = set()
+        for hub in self._hubs():
+            if id(hub) in seen or not hasattr(hub, "counts"):
+                continue
+            seen.add(id(hub))
+            open_, done = hub.live_counts()
+            totals["streams"].update(open_)
+            totals["delivered"].update(done)
+            totals["published"].update(hub.counts.published)
+            resets_by.update(hub.counts.resets)
+            slow += hub.counts.ended_slow
+            stuck += hub.watchdog.ended
+        for cls, n in sorted(totals["streams"].items()):
+            streams.add_metric([inst, cls], n)
+        for (cls, kind), n in sorted(totals["published"].items()):
+            published.add_metric([inst, cls, kind], n)
+        for cls, n in sorted(totals["delivered"].items()):
+            delivered.add_metric([inst, cls], n)
+        for reason, n in sorted(resets_by.items()):
+            resets.add_metric([inst, reason], n)
+        ended.add_metric([inst, "slow"], slow)  # fell out of the replay window
+        ended.add_metric([inst, "stuck"], stuck)  # a write blocked past the watchdog's timeout
+        yield from (streams, published, delivered, resets, ended)
+        families: dict[str, CounterMetricFamily] = {}
+        for (metric, label, value), n in sorted(_APP_COUNTS.items()):
+            family = families.get(metric)
+            if family is None:
+                family = families[metric] = CounterMetricFamily(
+                    metric, _APP_HELP.get(metric, metric), labels=["instance", label]
+                )
+            family.add_metric([inst, value], n)
+        yield from families.values()
+
+
+class Metrics:
+    """The registry one server exports: the SSE collector and the process's CPU and memory."""
+
+    def __init__(self, hubs: Callable[[], Iterable[Any]], token: str | None) -> None:
+        self.token = token or None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(hubs, f"{os.uname().nodename}:{os.getpid()}"))  # type: ignore[arg-type]
+        self.registry.register(ProcessCollector(registry=None))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics (needs the metrics token)",
+    description="Text exposition format. Off unless the server was started with --metrics-token "
+    "(or $SSE_METRICS_TOKEN); then send 'Authorization: Bearer <token>'.",
+    raises=errors(401, 404),
+    media_type=CONTENT_TYPE_LATEST,
+)
+async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
+    metrics = (request.scope.get("state") or {}).get(METRICS)
+    if not isinstance(metrics, Metrics) or metrics.token is None:
+        raise NotFoundException(
+            f"metrics are off: start the server with --metrics-token (or ${METRICS_TOKEN_ENV}) to serve them"
+        )
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() != "bearer " or not tokens_equal(auth[7:].strip(), metrics.token):
+        raise NotAuthorizedException(
+            "metrics need 'Authorization: Bearer <the metrics token>'", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

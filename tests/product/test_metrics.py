@@ -1,0 +1,103 @@
+"""Issue 19: ``/metrics`` on the product as users run it, parsed with ``prometheus_client``'s own
+parser: the counters move exactly as this test's traffic says; off without a token, 401 with a
+wrong one; no label that names a user, room or run."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .rig import EXEC_TOKEN, Product, open_streams, wait_body
+
+pytestmark = pytest.mark.slow
+
+METRICS_TOKEN = "product-metrics-token-0123456789"
+SCRAPE = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+def scrape(product: Product) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    r = httpx.get(product.url + "/metrics", headers=SCRAPE, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "instance"))
+            out[(s.name, labels)] = s.value
+    return out
+
+
+def value(m: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_move_with_the_traffic(tmp_path: Path) -> None:
+    product = Product(tmp_path, "--metrics-token", METRICS_TOKEN).start()
+    try:
+        async with httpx.AsyncClient(base_url=product.url, timeout=10) as http:
+            assert (await http.get("/metrics")).status_code == 401
+            wrong = await http.get("/metrics", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            assert wrong.headers["content-type"].startswith("application/json")
+            before = scrape(product)
+            streams = await open_streams(product.port, [("/basics/events", {})] * 7)
+            for s in streams:
+                await wait_body(s, b"event: tick")
+            opened = scrape(product)
+            assert value(opened, "sse_streams_open", topic_class="ticks") == 7
+            assert value(opened, "sse_entries_delivered_total", topic_class="ticks") > value(
+                before, "sse_entries_delivered_total", topic_class="ticks"
+            )
+            # Chat: 3 messages, one sent twice with the same client_msg_id (counted once).
+            assert (await http.post("/chat/session", json={"name": "metrics"})).status_code == 200
+            for i in (1, 2, 3, 3):
+                r = await http.post("/chat/rooms/general/messages", json={"text": f"m{i}", "client_msg_id": f"c{i}"})
+                assert r.status_code in (200, 201), r.text
+            # Exec: one run started, one refused by the default policy.
+            auth = {"Authorization": f"Bearer {EXEC_TOKEN}"}
+            assert (await http.post("/exec/runs", json={"argv": ["echo", "hi"]}, headers=auth)).status_code == 201
+            assert (
+                await http.post("/exec/runs", json={"argv": ["cat", "/etc/shadow"]}, headers=auth)
+            ).status_code == 403
+            # A resume from an id this server never gave: one reset.
+            reset = await open_streams(product.port, [("/basics/events", {"Last-Event-ID": "zzzzzz-1"})])
+            await wait_body(reset[0], b"event: reset")
+            after = scrape(product)
+            await asyncio.gather(*(s.close() for s in streams + reset))
+        assert value(after, "chat_messages_total", kind="text") - value(before, "chat_messages_total", kind="text") == 3
+        assert (
+            value(after, "exec_runs_total", outcome="started") - value(before, "exec_runs_total", outcome="started")
+            == 1
+        )
+        assert (
+            value(after, "exec_runs_total", outcome="refused") - value(before, "exec_runs_total", outcome="refused")
+            == 1
+        )
+        assert (
+            value(after, "sse_resets_total", reason="foreign") - value(before, "sse_resets_total", reason="foreign")
+            == 1
+        )
+        published = value(after, "sse_events_published_total", topic_class="ticks", kind="stored")
+        assert published > value(before, "sse_events_published_total", topic_class="ticks", kind="stored")
+        assert value(after, "sse_subscribers_ended_total", reason="slow") == 0
+        assert value(after, "process_resident_memory_bytes") > 0
+        # Kinds, never names: no label value is a room, user, run or client id.
+        labels = {v for _, ls in after for _, v in ls}
+        assert not labels & {"general", "metrics", "hi"}
+        assert all(len(v) <= 32 for v in labels)
+    finally:
+        product.stop()
+
+
+def test_metrics_are_off_without_a_token(tmp_path: Path) -> None:
+    product = Product(tmp_path).start()
+    try:
+        r = httpx.get(product.url + "/metrics", headers=SCRAPE, timeout=10)
+        assert r.status_code == 404
+        assert "--metrics-token" in r.json()["detail"]
+    finally:
+        product.stop()
