@@ -49,6 +49,7 @@ from . import jsonrpc
 from .encoding import encode, encode_json
 from .hub import Hub, Subscription
 from .limits import client_address
+from .metrics import PendingTable, count, track_pending
 from .responses import sse_response
 from .security import tokens_equal
 
@@ -168,7 +169,8 @@ class Correlator:
         self._sessions: dict[str, Session] = {}
         # Client address -> its sessions, oldest first ("": no address, or loopback).
         self._by_client: dict[str, dict[str, Session]] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, _Pending] = PendingTable()
+        track_pending(self._pending)
         # Finished request ids -> (session, outcome), so a late or second answer gets 409, not 404.
         self._finished: OrderedDict[str, tuple[Session, Outcome]] = OrderedDict()
         self._remember = remember
@@ -520,6 +522,7 @@ class Correlator:
             return  # already closed
         pending.session.pending.pop(pending.id, None)
         self._finished[pending.id] = (pending.session, outcome)
+        count("sse_requests", "outcome", outcome)
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)
 

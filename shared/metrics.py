@@ -15,6 +15,7 @@ how to turn it on. With ``--workers N`` each scrape is answered by one worker, w
 from __future__ import annotations
 
 import os
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -40,7 +41,21 @@ _APP_HELP = {
     "chat_messages": "Chat messages stored (kind: text or file; a resend of one already stored is not counted)",
     "exec_runs": "Exec runs asked for (outcome: started, refused by the policy, failed to start)",
     "dashboard_actions": "Dashboard process actions (result: succeeded, failed, refused, ...)",
+    "sse_requests": "Server-to-client requests (JSON-RPC over SSE + POST) closed, by outcome",
 }
+# Every correlator's table of requests waiting for an answer (weakly: a test's come and go).
+_PENDING: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class PendingTable(dict):  # type: ignore[type-arg]
+    """A dict a WeakSet can hold (plain dicts cannot be weakly referenced; by identity)."""
+
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+
+def track_pending(table: dict[str, Any]) -> None:
+    """Export ``len(table)`` as ``sse_requests_pending`` (summed over every correlator)."""
+    _PENDING.add(table)
 
 
 def count(metric: str, label: str, value: str, n: int = 1) -> None:
@@ -99,7 +114,11 @@ class _Collector:
             resets.add_metric([inst, reason], n)
         ended.add_metric([inst, "slow"], slow)  # fell out of the replay window
         ended.add_metric([inst, "stuck"], stuck)  # a write blocked past the watchdog's timeout
-        yield from (streams, published, delivered, resets, ended)
+        pending = GaugeMetricFamily(
+            "sse_requests_pending", "Server-to-client requests waiting for their answer", labels=["instance"]
+        )
+        pending.add_metric([inst], sum(len(t) for t in list(_PENDING)))
+        yield from (streams, published, delivered, resets, ended, pending)
         families: dict[str, CounterMetricFamily] = {}
         for (metric, label, value), n in sorted(_APP_COUNTS.items()):
             family = families.get(metric)

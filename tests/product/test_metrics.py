@@ -11,6 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.client import Backoff, Responder
+
 from .rig import EXEC_TOKEN, Product, open_streams, wait_body
 
 pytestmark = pytest.mark.slow
@@ -63,6 +65,13 @@ async def test_metrics_move_with_the_traffic(tmp_path: Path) -> None:
             assert (
                 await http.post("/exec/runs", json={"argv": ["cat", "/etc/shadow"]}, headers=auth)
             ).status_code == 403
+            # Two server-to-client requests through /bidi/, answered by a real Responder.
+            responder = Responder(product.url + "/bidi/events", client_id="metrics-worker", backoff=Backoff(retry=0.05))
+            responder.register("add", lambda p: p["a"] + p["b"])
+            async with responder:
+                for _ in range(2):
+                    body = {"client_id": "metrics-worker", "method": "add", "params": {"a": 1, "b": 2}}
+                    assert (await http.post("/bidi/trigger", json=body)).json()["result"] == 3
             # A resume from an id this server never gave: one reset.
             reset = await open_streams(product.port, [("/basics/events", {"Last-Event-ID": "zzzzzz-1"})])
             await wait_body(reset[0], b"event: reset")
@@ -81,6 +90,9 @@ async def test_metrics_move_with_the_traffic(tmp_path: Path) -> None:
             value(after, "sse_resets_total", reason="foreign") - value(before, "sse_resets_total", reason="foreign")
             == 1
         )
+        answered = value(after, "sse_requests_total", outcome="answered")
+        assert answered - value(before, "sse_requests_total", outcome="answered") == 2
+        assert value(after, "sse_requests_pending") == 0
         published = value(after, "sse_events_published_total", topic_class="ticks", kind="stored")
         assert published > value(before, "sse_events_published_total", topic_class="ticks", kind="stored")
         assert value(after, "sse_subscribers_ended_total", reason="slow") == 0
