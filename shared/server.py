@@ -151,7 +151,8 @@ class Server(uvicorn.Server):
         self.drain_seconds = drain_seconds
         # A bound method, not a lambda: with --workers the Server is pickled into each worker.
         self.health = Health(self._hub_items)
-        self.metrics = Metrics(self._hub_items, metrics_token)
+        self.metrics_token = metrics_token
+        self.metrics: Metrics | None = None  # made in startup: its registry does not pickle (--workers)
         self.send_buffer = send_buffer
         # Process-wide (see tune_gc): for a server that owns its process, not one run in a test.
         self.tune_gc = tune_gc
@@ -167,6 +168,7 @@ class Server(uvicorn.Server):
         # uvicorn copies the lifespan state into every request's scope["state"].
         self.lifespan.state[ABORT_CONNECTION] = self.abort_connection
         self.lifespan.state[HEALTH] = self.health
+        self.metrics = Metrics(self._hub_items, self.metrics_token)
         self.lifespan.state[METRICS] = self.metrics
         await super().startup(sockets)
         if self.tune_gc:
