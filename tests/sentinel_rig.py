@@ -34,6 +34,10 @@ class SentinelSet:
         self.master = RedisServer()
         self.replica = RedisServer()
         self.replica._cmd += ["--replicaof", "127.0.0.1", str(self.master.port)]
+        # The replica's full sync goes through an RDB file: in the test's directory, not the cwd.
+        for name, server in (("master", self.master), ("replica", self.replica)):
+            (base / name).mkdir(parents=True, exist_ok=True)
+            server._cmd += ["--dir", str(base / name)]
         self.ports = [free_port() for _ in range(3)]
         self.procs: list[subprocess.Popen[bytes]] = []
 
