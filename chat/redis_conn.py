@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from redis import exceptions as rex
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import parse_url
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from shared.backends import BackendUnavailable
+from shared.backends.redis_url import make_pool, url_options
 
 __all__ = ["UNAVAILABLE", "RedisConn"]
 
@@ -44,14 +44,14 @@ class RedisConn:
             "socket_timeout": 2.0,
             "socket_connect_timeout": 0.5,
             "client_name": "chat",
-            **parse_url(url),
+            **url_options(url),
             "protocol": 2,
             "retry": Retry(NoBackoff(), 0),
         }
-        self.text = Redis(connection_pool=BlockingConnectionPool(**options, decode_responses=True))
+        self.text = Redis(connection_pool=make_pool(url, {**options, "decode_responses": True}))
         # Uploads are up to max_file_bytes: a longer timeout for the one command that moves them.
         raw = {**options, "socket_timeout": 10.0, "max_connections": 4, "client_name": "chat-files"}
-        self.raw = Redis(connection_pool=BlockingConnectionPool(**raw, decode_responses=False))
+        self.raw = Redis(connection_pool=make_pool(url, {**raw, "decode_responses": False}))
 
     def key(self, *parts: str) -> str:
         """``prefix + "a:b"`` for ``key("a", "b")``."""

@@ -49,9 +49,10 @@ class Parts:
 
 
 def is_redis(backend_url: str | None) -> bool:
-    """``redis://`` / ``rediss://``: the Redis store; ``None`` or ``memory://``: SQLite."""
+    """``redis://`` / ``rediss://`` / ``redis+sentinel://``: the Redis store; ``None`` or
+    ``memory://``: SQLite."""
     scheme = urlsplit(backend_url or "memory://").scheme
-    if scheme not in ("memory", "redis", "rediss"):
+    if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "rediss+sentinel"):
         raise ValueError(f"unknown backend URL {backend_url!r} for the chat: use memory:// (SQLite) or redis://")
     return scheme != "memory"
 

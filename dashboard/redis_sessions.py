@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 
 from litestar.exceptions import ServiceUnavailableException
 from redis import exceptions as rex
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import parse_url
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from shared.backends.redis_url import make_pool, url_options
 
 from .sessions import IDLE, MAX_AGE, LoginSession, LoginSessions
 
@@ -38,12 +39,12 @@ class RedisSessions(LoginSessions):
             "socket_timeout": 2.0,
             "socket_connect_timeout": 0.5,
             "client_name": "dashboard-logins",
-            **parse_url(url),
+            **url_options(url),
             "protocol": 2,
             "decode_responses": True,
             "retry": Retry(NoBackoff(), 0),
         }
-        self._redis = Redis(connection_pool=BlockingConnectionPool(**options))
+        self._redis = Redis(connection_pool=make_pool(url, options))
 
     async def close(self) -> None:
         await self._redis.aclose(close_connection_pool=True)

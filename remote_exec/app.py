@@ -37,6 +37,7 @@ from litestar.response import File, Stream
 
 from shared.apps import app_defaults
 from shared.backends import Backend, BackendUnavailable, MemoryBackend, UnknownEventId, from_url
+from shared.backends.redis_url import is_redis_url
 from shared.datadir import private_dir
 from shared.encoding import encode_json
 from shared.errors import error_response as errors_response
@@ -819,7 +820,7 @@ def create_app(
     cluster: Cluster | None = None
     if not single:
         url = getattr(backend, "url", None)
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://")):
+        if not isinstance(url, str) or not is_redis_url(url):
             raise ValueError(f"remote exec on several instances needs a Redis backend, not {type(backend).__name__}")
         conn = RedisConn(url, str(getattr(backend, "prefix", "sse:")))
         credentials = RedisCredentials(conn)

@@ -11,12 +11,12 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from redis import exceptions as rex
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import parse_url
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from shared.backends import BackendUnavailable
+from shared.backends.redis_url import make_pool, url_options, where
 
 __all__ = ["RedisConn"]
 
@@ -43,11 +43,11 @@ class RedisConn:
             "socket_timeout": 2.0,
             "socket_connect_timeout": 0.5,
             "client_name": "exec",
-            **parse_url(url),
+            **url_options(url),
             "protocol": 2,
             "retry": Retry(NoBackoff(), 0),
         }
-        self.redis = Redis(connection_pool=BlockingConnectionPool(**options, decode_responses=True))
+        self.redis = Redis(connection_pool=make_pool(url, {**options, "decode_responses": True}))
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -57,7 +57,7 @@ class RedisConn:
         try:
             return await call
         except _UNAVAILABLE as exc:
-            raise BackendUnavailable(f"Redis at {self.url.split('@')[-1]} is unavailable ({exc})") from exc
+            raise BackendUnavailable(f"Redis at {where(self.url)} is unavailable ({exc})") from exc
 
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)

@@ -1,4 +1,5 @@
-"""Backends for the hub, chosen by URL: ``memory://`` (default) or ``redis://host:port/db``."""
+"""Backends for the hub, chosen by URL: ``memory://`` (default), ``redis://host:port/db`` or
+``redis+sentinel://host:port,host:port/service/db``."""
 
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ def from_url(url: str | None) -> Backend:
         if "max_age" in query:
             kwargs["max_age"] = float(query["max_age"])
         return MemoryBackend(**kwargs)  # type: ignore[arg-type]
-    if parts.scheme in ("redis", "rediss"):
+    if parts.scheme in ("redis", "rediss", "redis+sentinel", "rediss+sentinel"):
         try:
             from .redis import RedisBackend  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ValueError(f"backend {url!r} needs the Redis backend: pip install redis ({exc})") from exc
         return RedisBackend.from_url(url)  # type: ignore[no-any-return,unused-ignore]
-    raise ValueError(f"unknown backend URL {url!r}: use memory:// or redis://host:port/db")
+    raise ValueError(
+        f"unknown backend URL {url!r}: use memory://, redis://host:port/db or "
+        "redis+sentinel://host:port,host:port/service/db"
+    )

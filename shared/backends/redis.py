@@ -44,13 +44,13 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import exceptions as rex
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from .base import Backend, BackendUnavailable, Entry, ResetReason, UnknownEventId
+from .redis_url import REDIS_SCHEMES, make_pool, url_options, where
 
 __all__ = ["RedisBackend", "parse_stream_id"]
 
@@ -241,7 +241,7 @@ class RedisBackend(Backend):
             "socket_connect_timeout": 0.5,
             "client_name": "sse-hub",
             **redis_options,
-            **parse_url(url),
+            **url_options(url),
         }
         # Our parsing expects RESP2 replies decoded to str, whatever the URL says.
         options.update(protocol=2, decode_responses=True, retry=Retry(NoBackoff(), 0))
@@ -272,14 +272,18 @@ class RedisBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackend:
-        """``redis://[user:pass@]host:port/db?maxlen=10000&prefix=sse:&trim=approx|exact``.
+        """``redis://[user:pass@]host:port/db?maxlen=10000&prefix=sse:&trim=approx|exact``, or
+        ``redis+sentinel://host:port,host:port/service/db?...`` (see :mod:`.redis_url`).
 
         ``ephemeral_maxlen`` is also ours; every other query parameter (``max_connections``,
         ``socket_timeout``, ``socket_connect_timeout``, ``timeout``, ``ssl_*``...) goes to redis-py.
         """
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"not a Redis URL: {url!r} (expected redis://host:port/db)")
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"not a Redis URL: {where(url)!r} (expected redis://host:port/db or "
+                "redis+sentinel://host:port,host:port/service/db)"
+            )
         ours: dict[str, str] = {}
         theirs: list[tuple[str, str]] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -313,14 +317,13 @@ class RedisBackend(Backend):
 
     @property
     def _where(self) -> str:
-        o = self._options
-        return str(o.get("path") or f"{o.get('host', '?')}:{o.get('port', 6379)}")
+        return where(self.url)
 
     # -- lifetime ------------------------------------------------------------------------------
 
     def _client(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis(connection_pool=BlockingConnectionPool(**self._options))
+            self._redis = Redis(connection_pool=make_pool(self.url, self._options))
             self._scripts = {
                 "append": self._redis.register_script(_APPEND),
                 "ephemeral": self._redis.register_script(_EPHEMERAL),
@@ -618,7 +621,9 @@ class RedisBackend(Backend):
             options["client_name"] = f"{options.get('client_name') or 'sse-hub'}-reader"
             for name in ("max_connections", "timeout"):
                 options.pop(name, None)
-            pool = ConnectionPool(max_connections=1, **options)
+            # A sentinel URL makes it a master connection too: it asks the sentinels again each
+            # time it reconnects, so after a failover the loop's reconnect finds the new master.
+            pool = make_pool(self.url, {**options, "max_connections": 1}, blocking=False)
             self._reader = Redis(connection_pool=pool, single_connection_client=True)
         return self._reader
 
