@@ -60,4 +60,3 @@ def test_serve_prints_the_url_of_every_app_and_each_answers(tmp_path: Path) -> N
             assert page.headers["content-type"].startswith("text/html"), url
     finally:
         product.stop()
-
