@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.product.rig import ROOT, Product
+from tests.product.rig import EXEC_TOKEN, ROOT, Product
 
 TOKEN_ENVS = ("REMOTE_EXEC_TOKEN", "DASHBOARD_CONTROL_TOKEN", "SSE_BACKEND")
 
@@ -60,3 +60,24 @@ def test_serve_prints_the_url_of_every_app_and_each_answers(tmp_path: Path) -> N
             assert page.headers["content-type"].startswith("text/html"), url
     finally:
         product.stop()
+
+
+def test_the_readme_repl_demo_policy_runs_python3_and_the_default_refuses_it(tmp_path: Path) -> None:
+    """The README says which policy the REPL demo needs, with the flag `./run serve` takes."""
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [ln for ln in readme.splitlines() if ln.startswith("./run serve --exec-policy ")]
+    args = line.split("#")[0].split()[2:]
+    assert args == ["--exec-policy", "remote_exec/dev_policy.toml"]
+    repl = {"argv": ["python3", "-q"], "pty": True}
+    for policy_args, expected in ((args, 201), ([], 403)):
+        product = Product(tmp_path / f"data{len(policy_args)}", *policy_args).start()
+        try:
+            with httpx.Client(base_url=product.url, headers={"Authorization": f"Bearer {EXEC_TOKEN}"}) as ex:
+                r = ex.post("/exec/runs", json=repl, timeout=10)
+                assert r.status_code == expected, r.text
+                if expected == 201:
+                    assert ex.post(f"/exec/runs/{r.json()['id']}/terminate", timeout=10).status_code < 300
+                else:
+                    assert r.json()["extra"]["rule"] == "commands.allow"
+        finally:
+            product.stop()
