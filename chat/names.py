@@ -5,8 +5,11 @@ Cyrillic or Greek look-alikes do not make a name different (``boss``, ``b\u043es
 Cyrillic o and a fullwidth ``\uff42oss`` are one name: issue 14.9).
 
 A name is held by a user id while that person is online: in a room, or seen (a request, a
-stream opening or closing) within ``name_ttl`` seconds. ``LocalNames`` keeps this in the
-process; ``chat.redis_presence.RedisNames`` in Redis keys with that TTL, for every instance.
+stream opening or closing) within ``name_ttl`` seconds. Someone who leaves their last room (their
+last stream closed and the presence grace ran out) holds it only ``linger`` seconds more: a closed
+browser's name was otherwise "taken by someone online" for a minute with nobody online (issue 18).
+``LocalNames`` keeps this in the process; ``chat.redis_presence.RedisNames`` in Redis keys with
+that TTL, for every instance.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ class Names(ABC):
 
     def seen(self, user_id: str) -> None:  # noqa: B027 - optional hook
         """A stream of this user opened or closed just now."""
+
+    @abstractmethod
+    async def gone(self, user_id: str, linger: float) -> None:
+        """The user left their last room on this instance: their name stays theirs ``linger``
+        seconds more, unless they are seen again or a heartbeat says they are in a room elsewhere."""
 
 
 class LocalNames(Names):
@@ -78,6 +86,11 @@ class LocalNames(Names):
 
     async def release(self, user_id: str) -> None:
         self._drop(user_id)
+
+    async def gone(self, user_id: str, linger: float) -> None:
+        seen = self._seen.get(user_id)
+        if seen is not None:  # online until ``linger`` from now at the latest
+            self._seen[user_id] = min(seen, self._clock() - self.name_ttl + linger)
 
     def _drop(self, user_id: str) -> None:
         key = self._name_of.pop(user_id, None)

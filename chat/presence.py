@@ -266,6 +266,7 @@ class Presence:
         if member.leaving is not None:
             member.leaving.cancel()
         name = await self.roster.remove(room, victim)
+        await self._gone(victim)
         if name is not None and not member.join_due:
             await self._announce(room, "leave", {"id": victim, "name": name})
         return True
@@ -320,10 +321,16 @@ class Presence:
             del members[user_id]
             if not members:
                 self._local.pop(room, None)
-            self.names.seen(user_id)
             name = await self.roster.remove(room, user_id)
+            await self._gone(user_id)
             if name is not None and not member.join_due:
                 await self._announce(room, "leave", {"id": user_id, "name": name})
+
+    async def _gone(self, user_id: str) -> None:
+        """In no room here any more: their name is free soon (``Names.gone``). On a shared roster,
+        two heartbeats' time, so an instance where they are still in a room keeps it for them."""
+        if not any(user_id in members for members in self._local.values()):
+            await self.names.gone(user_id, 2 * self.heartbeat if self.roster.shared else 0.0)
 
     async def _readmit(self, room: str, user: User) -> None:
         async with self._lock(room, user.id):

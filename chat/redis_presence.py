@@ -277,6 +277,11 @@ class RedisNames(Names):
     async def release(self, user_id: str) -> None:
         await self._touch(args=[self.conn.prefix, 0, user_id])
 
+    async def gone(self, user_id: str, linger: float) -> None:
+        # The keys' TTL cut to ``linger``; an instance where they are still in a room renews it
+        # with its next heartbeat (``linger`` is longer than one).
+        await self._touch(args=[self.conn.prefix, _ms(linger), user_id])
+
     async def touch(self, user_ids: Iterable[str]) -> None:
         users = list(user_ids)
         if users:

@@ -57,7 +57,8 @@ class ChatSettings:
     # A vanished client (closed tab, lost network) leaves the room after this many seconds, so a
     # page reload or a reconnect does not flash "left"/"joined" at everybody.
     presence_grace: float = 5.0
-    # A display name stays reserved this long after its holder's last request or stream.
+    # A display name stays reserved this long after its holder's last request; leaving their last
+    # room (last stream closed, grace over) frees it sooner (chat.names: Names.gone).
     name_ttl: float = 60.0
     # Typing events from one person in one room are dropped if closer together than this.
     typing_interval: float = 1.0

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import errno
 import gc
 import importlib
 import ipaddress
@@ -26,7 +27,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -57,6 +58,7 @@ __all__ = [
     "app_hubs",
     "base_parser",
     "check_bind",
+    "check_port",
     "check_workers",
     "make_config",
     "run_from_args",
@@ -442,6 +444,37 @@ def check_bind(host: str, allow_remote: bool) -> None:
         )
 
 
+def check_port(host: str, port: int) -> None:
+    """Exit with one line (status 2) if ``host:port`` cannot be listened on, e.g. a port in use.
+
+    Called before anything is printed: uvicorn finds out only after start-up, by which time the
+    apps have printed fresh tokens and login links for a server that then exits with Errno 98.
+    Binds as uvicorn (asyncio's ``create_server``) does, with ``SO_REUSEADDR``, every address
+    ``host`` resolves to, then lets go; a port taken in between still fails in uvicorn as before.
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        _refuse(f"cannot listen on {host!r}: {exc.strerror}")
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                where = f"[{address[0]}]:{port}" if family == socket.AF_INET6 else f"{address[0]}:{port}"
+                if exc.errno == errno.EADDRINUSE:
+                    _refuse(f"port {port} is in use ({where}: another server listens there): pick another with --port")
+                _refuse(f"cannot listen on {where} ({exc.strerror}): pick another --port or --host")
+
+
+def _refuse(line: str) -> NoReturn:
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(2)  # argparse's status for a bad argument
+
+
 def _drain_seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -544,6 +577,7 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
     check_workers(getattr(args, "workers", 1), getattr(args, "backend", "memory://"))
     if getattr(args, "workers", 1) > 1:
         raise SystemExit("this app cannot run several workers yet")
+    check_port(args.host, args.port)  # before ``extra`` (tokens, login links) is printed
     for line in extra:
         print(line, flush=True)
     try:
@@ -575,6 +609,7 @@ def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = (
     check_bind(args.host, args.allow_remote)
     workers = getattr(args, "workers", 1)
     check_workers(workers, getattr(args, "backend", "memory://"))
+    check_port(args.host, args.port)  # before building (and again, cheaply, in run_from_args)
     if workers == 1:
         # ``app``: one already built from these args (e.g. to print its login lines), not built twice.
         run_from_args(app if app is not None else build(args), args, extra)

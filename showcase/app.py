@@ -70,9 +70,26 @@ def create_app(settings: Settings | None = None) -> Mounts:
     return Mounts(apps, fallback=create_index_app())
 
 
+# What `python -m showcase` lists at start, in the order of the index page's nav.
+PAGES = (
+    ("", "index: every pattern compared"),
+    ("/basics", "numbered ticks; connect, disconnect, resume"),
+    ("/bidi", "the browser answers the server's requests"),
+    ("/chat", "rooms, history, presence, typing"),
+    ("/dashboard", "live system metrics and process actions (token)"),
+    ("/exec", "run commands, stream their output (token)"),
+)
+
+
 def login_lines(app: Mounts, base_url: str) -> list[str]:
     """What to print at start: where everything is, and how to sign in to the guarded apps."""
     lines = [f"Serving all apps on {base_url}/"]
+    width = max(len(base_url + prefix) for prefix, _ in PAGES) + 1
+    lines += [
+        f"  {base_url + prefix + '/':<{width}}  {what}"
+        for prefix, what in PAGES
+        if not prefix or app.app_at(prefix) is not None
+    ]
     exec_app = app.app_at("/exec")
     if exec_app is not None:
         lines += remote_exec.login_lines(exec_app, base_url)

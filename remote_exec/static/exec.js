@@ -6,6 +6,7 @@
 // not UTF-8 reach the terminal intact. User text is only ever put in the DOM with textContent.
 
 import { connect } from "./sse.js";
+import { cssomStyles } from "./xterm_csp.js";
 import { Terminal } from "/exec/vendor/@xterm/xterm/lib/xterm.mjs";
 import { FitAddon } from "/exec/vendor/@xterm/addon-fit/lib/addon-fit.mjs";
 
@@ -117,54 +118,6 @@ function splitArgs(line) {
   return out;
 }
 
-// -- xterm under a strict CSP ------------------------------------------------------------------------
-// xterm's DOM renderer writes <style> elements (colours, cell sizes) and, for 24-bit colours,
-// style="" attributes. This page's CSP has no 'unsafe-inline' for styles, so the browser ignores
-// both. CSSOM is not restricted, so we mirror each <style> into a constructed stylesheet and copy
-// style attributes through element.style.
-
-function adoptXtermStyles(root) {
-  const sheets = new Map(); // <style> element -> CSSStyleSheet
-  const ours = new WeakSet();
-  const sync = () => {
-    const present = new Set(root.querySelectorAll("style"));
-    for (const el of present) {
-      let entry = sheets.get(el);
-      if (!entry) {
-        entry = { sheet: new CSSStyleSheet(), text: null };
-        ours.add(entry.sheet);
-        sheets.set(el, entry);
-      }
-      if (entry.text !== el.textContent) {
-        entry.text = el.textContent;
-        entry.sheet.replaceSync(entry.text);
-      }
-    }
-    for (const el of [...sheets.keys()]) if (!present.has(el)) sheets.delete(el);
-    const others = document.adoptedStyleSheets.filter((s) => !ours.has(s));
-    document.adoptedStyleSheets = [...others, ...[...sheets.values()].map((e) => e.sheet)];
-  };
-  const copyInline = (el) => {
-    const value = el.getAttribute("style");
-    if (value && !el.style.length) el.style.cssText = value;
-  };
-  new MutationObserver((mutations) => {
-    let styles = false;
-    for (const m of mutations) {
-      const t = m.target;
-      if (t.nodeName === "STYLE" || (t.parentNode && t.parentNode.nodeName === "STYLE")) styles = true;
-      for (const n of m.addedNodes) {
-        if (n.nodeName === "STYLE") styles = true;
-        else if (n.nodeType === Node.ELEMENT_NODE) {
-          if (n.hasAttribute("style")) copyInline(n);
-          for (const c of n.querySelectorAll("[style]")) copyInline(c);
-        }
-      }
-    }
-    if (styles) sync();
-  }).observe(root, { childList: true, subtree: true, characterData: true });
-}
-
 function ensureTerminal() {
   if (term) return term;
   term = new Terminal({
@@ -183,7 +136,7 @@ function ensureTerminal() {
   });
   fit = new FitAddon();
   term.loadAddon(fit);
-  adoptXtermStyles($("term"));
+  cssomStyles($("term")); // before open(): xterm writes its CSS as it builds its DOM
   term.open($("term"));
   term.onData((data) => typeKeys(data));
   return term;

@@ -1,3 +1,4 @@
+import { showOrigin } from "./origin.js";
 import { connect } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
@@ -78,3 +79,4 @@ $("apply").addEventListener("click", async () => {
 });
 fetch("/basics/interval").then((r) => r.json()).then((b) => { $("interval").value = b.seconds; });
 start();
+showOrigin();

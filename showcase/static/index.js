@@ -1,0 +1,3 @@
+import { showOrigin } from "./origin.js";
+
+showOrigin();
