@@ -173,6 +173,8 @@ async def test_rolling_restart_behind_nginx_loses_nothing(rig: tuple[Nginx, list
     headers = {"Host": f"{HOST}:{nginx.port}"}
     http = httpx.AsyncClient(base_url=nginx.url, headers=headers, timeout=10)
     stop = asyncio.Event()
+    t0 = time.monotonic()
+    timeline: list[str] = []
     statuses: Counter[str] = Counter()  # every answer a POSTing client saw, "send 201", "trigger 503"...
 
     # The Host allowlist holds through nginx: another name is refused by the instance.
@@ -209,18 +211,24 @@ async def test_rolling_restart_behind_nginx_loses_nothing(rig: tuple[Nginx, list
         await asyncio.sleep(0.05)
 
     acked: dict[int, list[str]] = {i: [] for i in range(SENDERS)}
+    # POSTs carry the Origin a page at http://chat.example.com:PORT sends: the instance's Origin
+    # check compares it with the Host nginx passes on, port included.
+    page = {"Origin": f"http://{HOST}:{nginx.port}"}
 
     async def post_until_answered(kind: str, path: str, body: dict[str, object], cookie: str = "") -> httpx.Response:
         """POST, and on 503 / 502 / a dropped connection POST the same body again (as our
         pages do: the client_msg_id makes a resent chat message safe)."""
         for _ in range(100):
             try:
-                r = await http.post(path, json=body, headers={"Cookie": cookie} if cookie else {})
+                r = await http.post(path, json=body, headers=page | ({"Cookie": cookie} if cookie else {}))
             except httpx.TransportError as exc:
                 statuses[f"{kind} {type(exc).__name__}"] += 1
                 await asyncio.sleep(0.1)
                 continue
             statuses[f"{kind} {r.status_code}"] += 1
+            if r.status_code not in (200, 201):
+                took = r.elapsed.total_seconds()
+                timeline.append(f"{time.monotonic() - t0:.2f} {kind} {r.status_code} in {took:.2f}s {r.text[:150]}")
             if r.status_code not in (502, 503, 504):
                 return r
             await asyncio.sleep(float(r.headers.get("retry-after", "0.2")))
@@ -239,7 +247,12 @@ async def test_rolling_restart_behind_nginx_loses_nothing(rig: tuple[Nginx, list
 
     # The /bidi/ responder: its session lives on one instance; after that one restarts it gets a
     # new session elsewhere. A trigger loop asks it through nginx and retries what was refused.
-    responder = Responder(nginx.url + "/bidi/events", client_id="rolling-1", headers=headers)
+    responder = Responder(
+        nginx.url + "/bidi/events",
+        client_id="rolling-1",
+        headers=headers,
+        on_status=lambda st: timeline.append(f"{time.monotonic() - t0:.2f} responder {st.state} {st.detail[:80]}"),
+    )
     responder.register("echo", lambda params: params)
     triggers_answered = 0
 
@@ -268,6 +281,7 @@ async def test_rolling_restart_behind_nginx_loses_nothing(rig: tuple[Nginx, list
         late: list[Listener] = []
         for n, product in enumerate(products):
             sent = product.signal(signal.SIGTERM)
+            timeline.append(f"{sent - t0:.2f} SIGTERM {product.port}")
             # New streams while it drains: it refuses them (503), nginx hands them to the other.
             await asyncio.sleep(0.3)
             for j in range(LATE_VIEWERS):
@@ -278,6 +292,7 @@ async def test_rolling_restart_behind_nginx_loses_nothing(rig: tuple[Nginx, list
             assert rc in (0, -signal.SIGTERM), product.output()[-2000:]
             assert "Traceback" not in product.output(), product.output()[-3000:]
             await asyncio.to_thread(product.start, "/readyz")
+            timeline.append(f"{time.monotonic() - t0:.2f} ready again {product.port}")
             restarts.append({"exit_s": exited - sent, "ready_again_s": time.monotonic() - sent})
             await asyncio.sleep(2)  # longer than the shipped fail_timeout (1 s)
         stop.set()
@@ -305,6 +320,7 @@ async def test_rolling_restart_behind_nginx_loses_nothing(rig: tuple[Nginx, list
         "resume gap s (min/median/max)": (min(gaps), statistics.median(gaps), max(gaps)) if gaps else None,
         "client statuses": dict(statuses),
         "nginx upstream statuses": dict(upstream.most_common(8)),
+        "timeline": timeline,
     }
     print("rolling restart figures:", json.dumps(figures, default=str))
 
