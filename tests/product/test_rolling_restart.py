@@ -317,6 +317,7 @@ async def test_rolling_restart_behind_nginx_loses_nothing(rig: tuple[Nginx, list
         "triggers answered": triggers_answered,
         "restarts": restarts,
         "stream ends": len(gaps),
+        "slowest resume": max(((max(x.gaps()), x.name) for x in readers + viewers + late if x.ends), default=None),
         "resume gap s (min/median/max)": (min(gaps), statistics.median(gaps), max(gaps)) if gaps else None,
         "client statuses": dict(statuses),
         "nginx upstream statuses": dict(upstream.most_common(8)),
