@@ -24,8 +24,9 @@ from litestar import Request, Response, get
 from litestar.exceptions import NotAuthorizedException, NotFoundException
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from .backends.base import LATENCY_BUCKETS
 from .errors import errors
 from .security import tokens_equal
 
@@ -119,6 +120,7 @@ class _Collector:
         )
         pending.add_metric([inst], sum(len(t) for t in list(_PENDING)))
         yield from (streams, published, delivered, resets, ended, pending)
+        yield from self._backend_metrics(inst)
         families: dict[str, CounterMetricFamily] = {}
         for (metric, label, value), n in sorted(_APP_COUNTS.items()):
             family = families.get(metric)
@@ -128,6 +130,43 @@ class _Collector:
                 )
             family.add_metric([inst, value], n)
         yield from families.values()
+
+    def _backend_metrics(self, inst: str) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "sse_backend_calls",
+            "Calls to a networked backend (Redis), by operation and outcome (error: unreachable or refused)",
+            labels=["instance", "backend", "op", "outcome"],
+        )
+        latency = HistogramMetricFamily(
+            "sse_backend_seconds", "Latency of calls to a networked backend", labels=["instance", "backend", "op"]
+        )
+        # Summed over the backends of every app (each has its own connection pool to one Redis).
+        all_calls: Counter[tuple[str, str, str]] = Counter()
+        all_buckets: dict[tuple[str, str], list[int]] = {}
+        all_seconds: Counter[tuple[str, str]] = Counter()
+        seen: set[int] = set()
+        for hub in self._hubs():
+            stats = getattr(getattr(hub, "backend", None), "stats", None)
+            if stats is None or id(stats) in seen:
+                continue
+            seen.add(id(stats))
+            kind = type(hub.backend).__name__.removesuffix("Backend").lower()
+            for (op, outcome), n in stats.calls.items():
+                all_calls[(kind, op, outcome)] += n
+            for op, counts in stats.buckets.items():
+                total = all_buckets.setdefault((kind, op), [0] * len(counts))
+                for i, n in enumerate(counts):
+                    total[i] += n
+                all_seconds[(kind, op)] += stats.seconds.get(op, 0.0)
+        for (kind, op, outcome), n in sorted(all_calls.items()):
+            calls.add_metric([inst, kind, op, outcome], n)
+        for (kind, op), counts in sorted(all_buckets.items()):
+            running, buckets = 0, []
+            for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
+                running += n
+                buckets.append((bound, running))
+            latency.add_metric([inst, kind, op], buckets, sum_value=all_seconds[(kind, op)])
+        yield from (calls, latency)
 
 
 class Metrics:

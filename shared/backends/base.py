@@ -7,12 +7,16 @@ cursors, heartbeats) on top, so a backend never sees individual SSE connections.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-__all__ = ["Backend", "BackendUnavailable", "Entry", "ResetReason", "UnknownEventId"]
+__all__ = ["LATENCY_BUCKETS", "Backend", "BackendUnavailable", "Entry", "OpStats", "ResetReason", "UnknownEventId"]
 
 # "epoch": the store lost its history (a Redis restarted without persistence, FLUSHALL, a failover
 # to an empty replica) and started a new one; what a client holds belongs to the old one.
@@ -35,6 +39,39 @@ class UnknownEventId(LookupError):
         super().__init__(f"cannot resume after event id {event_id[:80]!r}: {reason}")
         self.event_id = event_id
         self.reason: ResetReason = reason
+
+
+# Upper bounds (seconds) of the latency buckets a backend counts its calls in (see OpStats).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class OpStats:
+    """Calls to a backend that goes over the network: count, errors and a latency histogram per
+    operation, as plain numbers (exported by ``shared.metrics`` at a scrape)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()  # (op, "ok" | "error")
+        self.buckets: dict[str, list[int]] = {}  # op -> count per bucket (not cumulative), +Inf last
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, op: str) -> Iterator[None]:
+        began = time.perf_counter()
+        outcome = "error"
+        try:
+            yield
+            outcome = "ok"
+        except UnknownEventId:
+            outcome = "ok"  # an answer ("cannot resume from there"), not a failure
+            raise
+        finally:
+            took = time.perf_counter() - began
+            self.calls[(op, outcome)] += 1
+            self.seconds[op] = self.seconds.get(op, 0.0) + took
+            counts = self.buckets.get(op)
+            if counts is None:
+                counts = self.buckets[op] = [0] * (len(LATENCY_BUCKETS) + 1)
+            counts[bisect.bisect_left(LATENCY_BUCKETS, took)] += 1
 
 
 class BackendUnavailable(ConnectionError):

@@ -49,7 +49,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .base import Backend, BackendUnavailable, Entry, ResetReason, UnknownEventId
+from .base import Backend, BackendUnavailable, Entry, OpStats, ResetReason, UnknownEventId
 from .redis_url import REDIS_SCHEMES, make_pool, url_options, where
 
 __all__ = ["RedisBackend", "parse_stream_id"]
@@ -262,6 +262,7 @@ class RedisBackend(Backend):
         self._round = 0
         self._closed = False
         self._epoch_key = f"{prefix}epoch"
+        self.stats = OpStats()  # calls, errors and latency per operation (shared.metrics)
         self.epoch: str | None = None  # the history this instance's listeners are reading
         # The epoch last read from Redis by any call (publishes and replays tag ids with it).
         self._epoch_seen: str | None = None
@@ -399,6 +400,10 @@ class RedisBackend(Backend):
     # -- publishing and history ----------------------------------------------------------------
 
     async def append(self, topic: str, data: str, event: str | None = None, *, ephemeral: bool = False) -> Entry:
+        with self.stats.timed("append"):
+            return await self._append(topic, data, event, ephemeral=ephemeral)
+
+    async def _append(self, topic: str, data: str, event: str | None = None, *, ephemeral: bool = False) -> Entry:
         if self._closed:
             # Not a new connection pool behind close()'s back: nothing would ever close it.
             raise BackendUnavailable(f"the Redis backend for {self._where} is closed")
@@ -440,6 +445,10 @@ class RedisBackend(Backend):
         return parse_stream_id(split_event_id(event_id)[0])
 
     async def latest_id(self, topic: str) -> str | None:
+        with self.stats.timed("latest_id"):
+            return await self._latest_id(topic)
+
+    async def _latest_id(self, topic: str) -> str | None:
         def fill(pipe: Pipeline) -> None:
             pipe.xrevrange(self.stream_key(topic), "+", "-", count=1)
             pipe.xrevrange(self.ephemeral_key(topic), "+", "-", count=1)
@@ -479,6 +488,10 @@ class RedisBackend(Backend):
         return await self.event_id(_ZERO)  # before any entry; see _verdict for a stream not made yet
 
     async def read_after(self, topic: str, event_id: str, limit: int) -> list[Entry]:
+        with self.stats.timed("read_after"):
+            return await self._read_after(topic, event_id, limit)
+
+    async def _read_after(self, topic: str, event_id: str, limit: int) -> list[Entry]:
         raw, tag = split_event_id(event_id)
         try:
             after = parse_stream_id(raw)

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.client import Backoff, Responder
+from tests.rig import RedisServer, wait_until
 
 from .rig import EXEC_TOKEN, Product, open_streams, wait_body
 
@@ -113,3 +114,45 @@ def test_metrics_are_off_without_a_token(tmp_path: Path) -> None:
         assert "--metrics-token" in r.json()["detail"]
     finally:
         product.stop()
+
+
+def test_backend_calls_errors_and_latency_on_redis(tmp_path: Path) -> None:
+    redis = RedisServer()
+    with redis.running():
+        product = Product(tmp_path, "--backend", redis.url, "--metrics-token", METRICS_TOKEN).start()
+        try:
+            if True:  # the /basics/ ticker publishes once a second on its own
+                wait_until(
+                    lambda: (
+                        value(scrape(product), "sse_backend_calls_total", backend="redis", op="append", outcome="ok")
+                        > 0
+                    ),
+                    10,
+                    "appends",
+                )
+                ok = scrape(product)
+                redis.stop()
+                # The ticker keeps publishing: its appends now fail (and are counted as errors).
+                wait_until(
+                    lambda: (
+                        value(scrape(product), "sse_backend_calls_total", backend="redis", op="append", outcome="error")
+                        > 0
+                    ),
+                    10,
+                    "a failed append",
+                )
+                down = scrape(product)
+                redis.start()
+        finally:
+            product.stop()
+    # The histogram's count is every call of that op, ok or not; its buckets only grow.
+    for m in (ok, down):
+        calls = sum(
+            value(m, "sse_backend_calls_total", backend="redis", op="append", outcome=o) for o in ("ok", "error")
+        )
+        assert value(m, "sse_backend_seconds_count", backend="redis", op="append") == calls
+        assert value(m, "sse_backend_seconds_bucket", backend="redis", op="append", le="+Inf") == calls
+        assert value(m, "sse_backend_seconds_sum", backend="redis", op="append") > 0
+    assert value(down, "sse_backend_calls_total", backend="redis", op="append", outcome="ok") >= value(
+        ok, "sse_backend_calls_total", backend="redis", op="append", outcome="ok"
+    )
