@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from chat.app import create_app as chat_app
 from remote_exec.app import create_app as exec_app
-from tests.rig import LiveServer, wait_until
+from tests.rig import LiveServer, tmpfs, wait_until
 
 TOKEN = "full-disk-operator-token-0123456789"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -27,15 +26,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "disk"
-    where.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "size=4m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def fill(disk: Path) -> Path:

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ import pytest
 
 from shared.datadir import private_file
 from tests.product.rig import DASHBOARD_TOKEN, EXEC_TOKEN, ROOT, Product
+from tests.rig import tmpfs
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -88,17 +90,10 @@ def _start(data_dir: str, module: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def read_only(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real read-only file system (a tmpfs mounted ro; needs root, as CI and this machine are)."""
-    where = tmp_path / "ro"
-    where.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.decode().strip()}")
-    try:
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A real read-only file system."""
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=False)
 
 
 @pytest.mark.parametrize("module", ["showcase", "chat", "remote_exec"])
