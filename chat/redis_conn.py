@@ -8,16 +8,12 @@ Clients connect lazily: building one does no I/O.
 
 from __future__ import annotations
 
-from typing import Any
-
 from redis import exceptions as rex
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from shared.backends import BackendUnavailable
-from shared.backends.redis_url import make_pool, url_options
+from shared.backends.redis_url import app_options, make_pool
 
 __all__ = ["UNAVAILABLE", "RedisConn"]
 
@@ -38,16 +34,7 @@ class RedisConn:
     def __init__(self, url: str, prefix: str, *, max_connections: int = 20) -> None:
         self.url = url
         self.prefix = prefix
-        options: dict[str, Any] = {
-            "max_connections": max_connections,
-            "timeout": 1.0,  # waiting for a free pooled connection
-            "socket_timeout": 2.0,
-            "socket_connect_timeout": 0.5,
-            "client_name": "chat",
-            **url_options(url),
-            "protocol": 2,
-            "retry": Retry(NoBackoff(), 0),
-        }
+        options = app_options(url, "chat", max_connections)
         self.text = Redis(connection_pool=make_pool(url, {**options, "decode_responses": True}))
         # Uploads are up to max_file_bytes: a longer timeout for the one command that moves them.
         raw = {**options, "socket_timeout": 10.0, "max_connections": 4, "client_name": "chat-files"}

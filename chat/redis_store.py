@@ -118,21 +118,8 @@ class RedisStore(ChatStore):
         self._closing = False
         # Called with the new signing key when another instance's replaced a lost one.
         self.on_secret: Callable[[bytes], None] | None = None
-        self._scripts = {
-            name: conn.script(getattr(lua, name))
-            for name in (
-                "POST",
-                "CHANGE",
-                "CREATE_ROOM",
-                "DELETE_ROOM",
-                "EXPIRE_ROOMS",
-                "HELLO",
-                "HISTORY",
-                "ROOMS",
-                "MARK_READ",
-                "START_READING",
-            )
-        }
+        # Every script the module exports (one list to keep, its __all__).
+        self._scripts = {name: conn.script(getattr(lua, name)) for name in lua.__all__}
 
     async def close(self) -> None:
         self._closing = True

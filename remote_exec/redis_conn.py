@@ -8,15 +8,13 @@ fails within about a second with ``BackendUnavailable`` and the client gets a 50
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from shared.backends import BackendUnavailable
-from shared.backends.redis_url import make_pool, url_options, where
+from shared.backends.redis_url import app_options, make_pool, where
 
 __all__ = ["RedisConn"]
 
@@ -37,16 +35,7 @@ class RedisConn:
     def __init__(self, url: str, prefix: str = "sse:", *, max_connections: int = 20) -> None:
         self.url = url
         self.prefix = f"{prefix}exec:"
-        options: dict[str, Any] = {
-            "max_connections": max_connections,
-            "timeout": 1.0,  # waiting for a free pooled connection
-            "socket_timeout": 2.0,
-            "socket_connect_timeout": 0.5,
-            "client_name": "exec",
-            **url_options(url),
-            "protocol": 2,
-            "retry": Retry(NoBackoff(), 0),
-        }
+        options = app_options(url, "exec", max_connections)
         self.redis = Redis(connection_pool=make_pool(url, {**options, "decode_responses": True}))
 
     def key(self, *parts: str) -> str:

@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-__all__ = ["REDIS_SCHEMES", "is_redis_url", "make_pool", "url_options", "where"]
+__all__ = ["REDIS_SCHEMES", "app_options", "is_redis_url", "make_pool", "url_options", "where"]
 
 REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", "rediss+sentinel")
 _SENTINEL_PARAMS = ("sentinel_username", "sentinel_password")
@@ -132,3 +132,19 @@ class _SentinelPool(SentinelConnectionPool):
 class _SentinelBlockingPool(_SentinelPool, BlockingConnectionPool):
     """The same, waiting for a free connection like ``BlockingConnectionPool`` (redis-py's asyncio
     sentinel has no blocking pool of its own)."""
+
+
+def app_options(url: str, client_name: str, max_connections: int) -> dict[str, Any]:
+    """redis-py settings for an app's own state next to the backend (chat, exec): short timeouts so
+    a request fails fast with 503 rather than hang, no retries (a retried script that did run would
+    run twice), RESP2, and whatever the URL's query adds."""
+    return {
+        "max_connections": max_connections,
+        "timeout": 1.0,  # waiting for a free pooled connection
+        "socket_timeout": 2.0,
+        "socket_connect_timeout": 0.5,
+        "client_name": client_name,
+        **url_options(url),
+        "protocol": 2,
+        "retry": Retry(NoBackoff(), 0),
+    }

@@ -45,14 +45,9 @@ def ref_of(cookie: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def child() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(["sleep", "60"])
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
+def child(sleeper: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """The process the commands target (the conftest's ``sleeper``)."""
+    return sleeper
 
 
 @pytest.fixture(scope="module")
