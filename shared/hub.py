@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -46,8 +47,13 @@ class HubSettings:
     window_age: float = 300.0
     heartbeat: float = 15.0
     replay_limit: int = 10_000
-    # Sent with the final event at shutdown: reconnect soon, the server is restarting.
+    # Sent with the final event at shutdown: reconnect soon, the server is restarting. Each
+    # stream gets its own hint, spread evenly over [min, max]: every client of an instance that
+    # drains comes back within a second, and not all in the same few milliseconds (with a fixed
+    # hint and the clients' own 25 % jitter, thousands would land on the other instances inside
+    # 250 ms, and the last of them waited for the crowd ahead: tests/product/test_rolling_restart.py).
     shutdown_retry_ms: int = 1000
+    shutdown_retry_min_ms: int = 100
     # A client that stops reading never lags in the log: its stream waits in the server's flow
     # control for socket buffers that never drain. One write not done in this many seconds ends
     # the stream and drops the connection (see shared.limits). None: wait forever.
@@ -658,11 +664,12 @@ class Hub:
         topic's event source failed (then the next subscriber starts it again). Either way:
         reconnect soon, from here."""
         reason = "server shutting down" if self.closing else "event source failed; reconnect to resume"
+        low, high = self.settings.shutdown_retry_min_ms, self.settings.shutdown_retry_ms
         return encode(
             json.dumps({"reason": reason}),
             event="shutdown",
             id=last_id,
-            retry=self.settings.shutdown_retry_ms,
+            retry=random.randint(min(low, high), high),  # spreading load, not a secret
         )
 
 

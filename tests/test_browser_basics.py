@@ -49,7 +49,7 @@ def test_page_shows_ticks_and_survives_disconnect_connect(page: Page, server: Li
 def test_event_source_resumes_after_server_restart(page: Page, server: LiveServer) -> None:
     page.goto(server.url + "/basics/")
     wait_until(lambda: count(page) >= 3, what="ticks")
-    server.stop()  # graceful: streams get a final event with retry: 1000
+    server.stop()  # graceful: streams get a final event with a retry hint of at most 1 s
     expect(page.locator("#state")).to_have_text("retrying")
     server.start()
     expect(page.locator("#state")).to_have_text("open", timeout=10_000)

@@ -178,7 +178,7 @@ def test_sync_stream_resumes_across_a_real_server_restart_without_loss_or_duplic
                 assert ev.event == "tick"
                 ids.append(ev.id or "")
                 if len(ids) == 5:
-                    srv.restart()  # graceful: our stream gets `shutdown` with retry: 1000
+                    srv.restart()  # graceful: our stream gets `shutdown` with a retry hint of at most 1 s
                 if len(ids) == 15:
                     break
     finally:

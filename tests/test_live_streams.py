@@ -114,12 +114,18 @@ async def test_shutdown_with_1000_open_streams_is_prompt_and_clients_can_resume(
             w.close()
         assert seconds < 2.0, f"shutdown took {seconds:.2f}s with 1000 open streams"
         last_ids = set()
+        retries: list[int] = []
         for tail in tails:
             assert b"event: shutdown" in tail
-            final = tail[tail.rindex(b"retry: 1000") :]
+            final = tail[tail.rindex(b"retry: ") :]  # the shutdown event starts with its hint
             last_ids.add(final.split(b"id: ", 1)[1].split(b"\n", 1)[0].decode())
+            retries.append(int(final.split(b"retry: ", 1)[1].split(b"\n", 1)[0]))
         # Everybody was told the same last id, and can resume from it on the restarted server.
         assert len(last_ids) == 1
+        # ... and to come back within a second, not all at the same moment.
+        assert all(100 <= r <= 1000 for r in retries), (min(retries), max(retries))
+        assert max(retries) - min(retries) > 500, "the reconnect hints are not spread"
+        assert len(set(retries)) > 100
         srv.start()
         resumed = read_events(srv.url + "/basics/events", n=1, headers={"Last-Event-ID": last_ids.pop()})
         assert resumed[0].event == "tick"
