@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
+from shared.backends.base import BackendUnavailable
 from shared.encoding import encode
 from shared.hub import Hub
 
@@ -85,6 +86,11 @@ class Sampler:
         self._task: asyncio.Task[None] | None = None
         self._prelude: tuple[tuple[int, int, int], bytes] | None = None
         self._alerts_version = 0
+        # Alert transitions not yet published (the backend was unavailable): sent first at the
+        # next pass that can publish, so a viewer never misses an alert firing during an outage.
+        self._unsent: deque[tuple[str, dict[str, Any]]] = deque(maxlen=100)
+        self._outage_since: float | None = None
+        self._publishing = asyncio.Lock()  # set_rules() and a pass may publish at once: once each
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -115,9 +121,9 @@ class Sampler:
         self._changed()
 
     async def set_rules(self, rules: list[Rule]) -> None:
-        events = self.alerts.set_rules(rules, time.time())
+        self._unsent.extend(self.alerts.set_rules(rules, time.time()))
         self._changed()
-        await self._publish_alerts(events)
+        await self._publish_alerts()
 
     def _changed(self) -> None:
         self.settings_version += 1
@@ -180,8 +186,19 @@ class Sampler:
                 await self._tick()
             except asyncio.CancelledError:
                 raise
+            except BackendUnavailable as exc:
+                # Expected during a Redis restart or a Sentinel failover: one line when it starts,
+                # one when it is over; not a traceback every second.
+                if self._outage_since is None:
+                    self._outage_since = loop.time()
+                    log.warning("dashboard: %s; sampling goes on, viewers resume when it is back", exc)
+                continue
             except Exception:
                 log.exception("dashboard sampling pass failed; trying again at the next interval")
+                continue
+            if self._outage_since is not None:
+                log.warning("dashboard: publishing metrics again after %.1f s", loop.time() - self._outage_since)
+                self._outage_since = None
 
     async def _tick(self) -> None:
         frame = await asyncio.to_thread(self.probe.sample)
@@ -190,9 +207,9 @@ class Sampler:
         frame["interval"] = self.interval
         self.latest = frame
         self._remember(_point(frame))
-        events = self.alerts.evaluate(frame)
+        self._unsent.extend(self.alerts.evaluate(frame))
         await self.hub.publish_json(self.topic, frame, event="metrics", ephemeral=True)
-        await self._publish_alerts(events)
+        await self._publish_alerts()
 
     def _remember(self, point: dict[str, float]) -> None:
         self.history.append(point)
@@ -200,11 +217,14 @@ class Sampler:
         while self.history and self.history[0]["t"] < cutoff:
             self.history.popleft()
 
-    async def _publish_alerts(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        for name, payload in events:
-            event_id = await self.hub.publish_json(self.topic, payload, event=name)
-            self.recent_alerts.appendleft({**payload, "event_id": event_id})
-            self._alerts_version += 1
+    async def _publish_alerts(self) -> None:
+        async with self._publishing:
+            while self._unsent:
+                name, payload = self._unsent[0]
+                event_id = await self.hub.publish_json(self.topic, payload, event=name)
+                self._unsent.popleft()
+                self.recent_alerts.appendleft({**payload, "event_id": event_id})
+                self._alerts_version += 1
 
 
 async def end_task(task: asyncio.Task[None], wake: asyncio.Event, grace: float = 5.0) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from shared import Hub, MemoryBackend
 from shared.client import Backoff, Event, EventStream, Responder, RpcError, Status, StreamError, SyncEventStream
 from showcase import basics, bidi
-from tests.rig import LiveServer, free_port
+from tests.rig import LiveServer, free_port, until
 from tests.test_correlation import Peer, serving
 
 # -- Backoff (pure) ------------------------------------------------------------------------------
@@ -370,10 +370,3 @@ async def test_responder_with_a_client_id_in_use_fails_clearly() -> None:
         assert info.value.status_code == 409
         assert "in use" in str(info.value)
         await owner.close()
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
