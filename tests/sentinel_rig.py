@@ -26,14 +26,23 @@ SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
 class SentinelSet:
     """``master`` and ``replica`` (``RedisServer``s) watched by three sentinels, quorum 2.
 
-    ``down-after-milliseconds 1000``: a killed master is failed over in about 2-4 s.
+    ``down-after-milliseconds 1000``: a killed master is failed over in about 2-4 s. With
+    ``tls=True`` every server and sentinel speaks only TLS (a throw-away certificate for 127.0.0.1,
+    made here with ``openssl``), replication included; :attr:`url` is then ``rediss+sentinel://``.
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, tls: bool = False) -> None:
         self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.ca: Path | None = _certificate(base) if tls else None
         self.master = RedisServer()
         self.replica = RedisServer()
         self.replica._cmd += ["--replicaof", "127.0.0.1", str(self.master.port)]
+        if self.ca is not None:
+            for server in (self.master, self.replica):
+                port = server._cmd.index("--port") + 1
+                server._cmd[port] = "0"  # no plain-text port at all
+                server._cmd += ["--tls-port", str(server.port), *_tls_args(self.ca), "--tls-replication", "yes"]
         # The replica's full sync goes through an RDB file: in the test's directory, not the cwd.
         for name, server in (("master", self.master), ("replica", self.replica)):
             (base / name).mkdir(parents=True, exist_ok=True)
@@ -44,14 +53,28 @@ class SentinelSet:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        if self.ca is None:
+            return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        return f"rediss+sentinel://{hosts}/{SERVICE}/0?ssl_ca_certs={self.ca}"
+
+    def client(self, port: int, timeout: float = 2.0) -> redis.Redis:
+        """A plain redis-py client of one server or sentinel (TLS when the set is)."""
+        if self.ca is None:
+            return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, ssl=True, ssl_ca_certs=str(self.ca))
 
     def _conf(self, i: int, port: int) -> Path:
         d = self.base / f"sentinel-{i}"
         d.mkdir(parents=True, exist_ok=True)
         conf = d / "sentinel.conf"
+        if self.ca is None:
+            listen = f"port {port}\n"
+        else:
+            args = _tls_args(self.ca)
+            tls = "".join(f"{args[i].lstrip('-')} {args[i + 1]}\n" for i in range(0, len(args), 2))
+            listen = f"port 0\ntls-port {port}\n{tls}tls-replication yes\n"
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {d}\n"
+            f"{listen}bind 127.0.0.1\nprotected-mode no\ndir {d}\n"
             "sentinel resolve-hostnames no\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.master.port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
@@ -62,7 +85,7 @@ class SentinelSet:
     def start(self) -> SentinelSet:
         self.master.start()
         self.replica.start()
-        with redis.Redis(port=self.replica.port, socket_timeout=2) as r:
+        with self.client(self.replica.port) as r:
             deadline = time.monotonic() + 10
             while r.info("replication").get("master_link_status") != "up":
                 if time.monotonic() > deadline:
@@ -77,7 +100,7 @@ class SentinelSet:
         for port in self.ports:
             deadline = time.monotonic() + 10
             while True:
-                with contextlib.suppress(OSError, redis.RedisError), redis.Redis(port=port, socket_timeout=1) as s:
+                with contextlib.suppress(OSError, redis.RedisError), self.client(port, 1) as s:
                     state = s.sentinel_master(SERVICE)
                     # Knows the replica and the other two sentinels: ready to fail over.
                     if int(state["num-slaves"]) >= 1 and int(state["num-other-sentinels"]) >= 2:
@@ -91,7 +114,7 @@ class SentinelSet:
     def master_port(self) -> int | None:
         """The master's port as the first sentinel that answers reports it."""
         for port in self.ports:
-            with contextlib.suppress(OSError, redis.RedisError), redis.Redis(port=port, socket_timeout=1) as s:
+            with contextlib.suppress(OSError, redis.RedisError), self.client(port, 1) as s:
                 host = s.sentinel_get_master_addr_by_name(SERVICE)
                 return int(host[1]) if host else None
         return None
@@ -101,7 +124,7 @@ class SentinelSet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.master_port() == self.replica.port:
-                with contextlib.suppress(redis.RedisError), redis.Redis(port=self.replica.port, socket_timeout=1) as r:
+                with contextlib.suppress(redis.RedisError), self.client(self.replica.port, 1) as r:
                     if r.info("replication").get("role") == "master":
                         return self.replica
             time.sleep(0.1)
@@ -122,8 +145,30 @@ class SentinelSet:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[SentinelSet]:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # whatever had started
+            raise
         try:
             yield self
         finally:
             self.stop()
+
+
+def _certificate(base: Path) -> Path:
+    """A self-signed certificate and key for 127.0.0.1 under ``base``; returns the certificate
+    (which is also its own CA)."""
+    cert, key = base / "tls.crt", base / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert
+
+
+def _tls_args(ca: Path) -> list[str]:
+    key = ca.with_suffix(".key")
+    return ["--tls-cert-file", str(ca), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+            "--tls-auth-clients", "no"]  # fmt: skip

@@ -71,3 +71,31 @@ async def test_an_id_the_new_master_never_got_is_reset_and_the_replicated_ones_r
             assert later.value.reason == "foreign"  # in range now, yet never an entry here
         finally:
             await backend.close()
+
+
+@pytest.mark.timeout(60)
+async def test_rediss_sentinel_speaks_tls_to_the_sentinels_and_the_master_through_a_failover(tmp_path: Path) -> None:
+    """``rediss+sentinel://``: servers and sentinels that accept only TLS; the backend finds the
+    master, writes, follows the failover, and carries on."""
+    sentinels = SentinelSet(tmp_path, tls=True)
+    with sentinels.running():
+        with pytest.raises(redis.ConnectionError), redis.Redis(port=sentinels.master.port, socket_timeout=1) as plain:
+            plain.ping()  # no plain-text port: what works below went through TLS
+        assert sentinels.url.startswith("rediss+sentinel://")
+        backend = from_url(sentinels.url)
+        assert isinstance(backend, RedisBackend)
+        await backend.start()
+        try:
+            first = await backend.append("room", "before")
+            assert first.id is not None
+            first_id = first.id
+            with sentinels.client(sentinels.master.port) as master:
+                master.set("test:replicated", "1")
+                assert master.wait(1, 2000) == 1
+            sentinels.master.kill()
+            sentinels.wait_failover()
+            await retry(lambda: backend.append("room", "after"))
+            assert [e.data for e in await backend.read_after("room", first_id, 10)] == ["after"]
+            assert "sentinel mymaster@" in backend.describe()
+        finally:
+            await backend.close()
