@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from shared import sqlite
 from shared.datadir import private_file
 
 __all__ = ["Database"]
@@ -102,12 +103,9 @@ _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a read is one snapshot.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA foreign_keys = ON")
     # FULL: a message is on disk before its 201 goes out, power cut included.
-    conn.execute("PRAGMA synchronous = FULL")
+    conn = sqlite.connect(path, synchronous="FULL", rows=True)
+    conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 
@@ -134,7 +132,6 @@ class Database:
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = _connect(self.path)
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared import sqlite
 from shared.datadir import private_file
 
 __all__ = ["AuditLog", "AuditRecord"]
@@ -68,9 +69,7 @@ class AuditLog:
 
     def open(self) -> None:
         private_file(self.path)  # 0600: who did what to which process is not for every local user
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        db = sqlite.connect(self.path)
         db.executescript(_SCHEMA)
         have = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
         for column in _ADDED:

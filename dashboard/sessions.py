@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from shared import sqlite
 from shared.datadir import private_file
 
 __all__ = ["LoginSession", "LoginSessions", "SqliteSessions", "session_key"]
@@ -107,9 +108,7 @@ class SqliteSessions(LoginSessions):
         self._lock = threading.Lock()
 
     def _open(self) -> None:
-        db = sqlite3.connect(private_file(self.path), check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        db = sqlite.connect(private_file(self.path))
         db.execute(_SCHEMA)
         self._db = db
         self._prune(time.time())

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared import sqlite
 from shared.datadir import private_file
 
 __all__ = ["RunRow", "Store"]
@@ -169,10 +170,7 @@ class Store:
             return
         private_file(self.path)  # 0600: argv, tokens' hashes and the audit are the operator's
         # The connection is made on the server's loop thread and only used there.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = sqlite.connect(self.path, rows=True)
         db.executescript(_SCHEMA)
         self._db = db
 
