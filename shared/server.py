@@ -48,6 +48,7 @@ from .hosts import HostCheck
 from .hosts import allowed_hosts as hosts_allowed
 from .limits import ABORT_CONNECTION
 from .metrics import METRICS, METRICS_TOKEN_ENV, Metrics
+from .metrics_listener import MetricsListener, parse_listen
 from .security import redact_access_log
 
 __all__ = [
@@ -73,6 +74,7 @@ BACKEND_ENV = "SSE_BACKEND"
 # --allowed-hosts when not given.
 ALLOWED_HOSTS_ENV = "SSE_ALLOWED_HOSTS"
 DRAIN_ENV = "SSE_DRAIN_SECONDS"
+METRICS_LISTEN_ENV = "SSE_METRICS_LISTEN"
 # How a worker process learns which app to build, and with which arguments (see serve_build).
 _BUILD_ENV = "SSE_WORKER_BUILD"
 _ARGS_ENV = "SSE_WORKER_ARGS"
@@ -146,6 +148,7 @@ class Server(uvicorn.Server):
         tune_gc: bool = False,
         drain_seconds: float = 0.0,
         metrics_token: str | None = None,
+        metrics_listen: tuple[str, int] | None = None,
     ) -> None:
         super().__init__(config)
         self._app = app
@@ -155,6 +158,8 @@ class Server(uvicorn.Server):
         self.health = Health(self._hub_items)
         self.metrics_token = metrics_token
         self.metrics: Metrics | None = None  # made in startup: its registry does not pickle (--workers)
+        self.metrics_listen = metrics_listen  # (host, port): /metrics off the public port too
+        self._metrics_listener: MetricsListener | None = None
         self.send_buffer = send_buffer
         # Process-wide (see tune_gc): for a server that owns its process, not one run in a test.
         self.tune_gc = tune_gc
@@ -173,6 +178,14 @@ class Server(uvicorn.Server):
         self.metrics = Metrics(self._hub_items, self.metrics_token)
         self.lifespan.state[METRICS] = self.metrics
         await super().startup(sockets)
+        if self.metrics_listen is not None and not self.should_exit:
+            self._metrics_listener = MetricsListener(self.metrics, *self.metrics_listen)
+            try:
+                await self._metrics_listener.start()
+            except OSError as exc:  # checked before start-up (check_port); taken in between
+                log.error("cannot serve metrics at %s:%d: %s", *self.metrics_listen, exc.strerror)
+                self._metrics_listener = None
+                self.should_exit = True
         if self.tune_gc:
             tune_gc()
         if self.send_buffer is not None:
@@ -224,6 +237,8 @@ class Server(uvicorn.Server):
         # app, in the order it listed (a router says goodbye through its hub, so it goes first).
         await asyncio.gather(*(_close_in_order(group) for group in app_hubs(self.served_app())))
         await super().shutdown(sockets)
+        if self._metrics_listener is not None:  # last: a scrape during the drain still answers
+            await self._metrics_listener.close()
 
 
 # Container allocations between two young collections (CPython's default: 700).
@@ -422,13 +437,22 @@ def serve(
     *,
     drain_seconds: float = 0.0,
     metrics_token: str | None = None,
+    metrics_listen: tuple[str, int] | None = None,
     **kwargs: Any,
 ) -> None:
     """Blocking: serve ``app`` until Ctrl-C / SIGTERM, closing SSE streams first on the way out
     (after ``drain_seconds`` of being not ready, see :mod:`shared.health`). ``metrics_token``
-    turns ``/metrics`` on (:mod:`shared.metrics`)."""
+    turns ``/metrics`` on (:mod:`shared.metrics`); ``metrics_listen`` serves it, without a token,
+    on a separate address (:mod:`shared.metrics_listener`)."""
     config = make_config(app, host, port, **kwargs)
-    Server(config, app, tune_gc=True, drain_seconds=drain_seconds, metrics_token=metrics_token).run()
+    Server(
+        config,
+        app,
+        tune_gc=True,
+        drain_seconds=drain_seconds,
+        metrics_token=metrics_token,
+        metrics_listen=metrics_listen,
+    ).run()
 
 
 def check_bind(host: str, allow_remote: bool) -> None:
@@ -483,6 +507,13 @@ def _drain_seconds(value: str) -> float:
     if not 0 <= seconds <= 600:
         raise argparse.ArgumentTypeError(f"must be between 0 and 600 seconds, not {value}")
     return seconds
+
+
+def _metrics_listen(value: str) -> tuple[str, int]:
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _data_dir(value: str) -> Path:
@@ -542,6 +573,14 @@ def base_parser(prog: str, description: str, default_port: int = 8000) -> argpar
         help=f"serve Prometheus metrics at /metrics to 'Authorization: Bearer <this>' (default: ${METRICS_TOKEN_ENV}; "
         "unset: /metrics is off)",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        type=_metrics_listen,
+        default=os.environ.get(METRICS_LISTEN_ENV) or None,
+        metavar="[HOST:]PORT",
+        help="also serve /metrics, without a token, on this address only (host default 127.0.0.1; with "
+        f"--workers N, worker i listens on PORT+i) (default: ${METRICS_LISTEN_ENV}, else off)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -578,6 +617,7 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
     if getattr(args, "workers", 1) > 1:
         raise SystemExit("this app cannot run several workers yet")
     check_port(args.host, args.port)  # before ``extra`` (tokens, login links) is printed
+    listen = check_metrics_listen(args, 1)
     for line in extra:
         print(line, flush=True)
     try:
@@ -589,6 +629,7 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
             allowed_hosts=extra_hosts(args),
             drain_seconds=getattr(args, "drain_seconds", 0.0),
             metrics_token=getattr(args, "metrics_token", None),
+            metrics_listen=listen,
             **proxy_options(args),
         )
     except KeyboardInterrupt:
@@ -610,6 +651,7 @@ def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = (
     workers = getattr(args, "workers", 1)
     check_workers(workers, getattr(args, "backend", "memory://"))
     check_port(args.host, args.port)  # before building (and again, cheaply, in run_from_args)
+    listen = check_metrics_listen(args, workers)
     if workers == 1:
         # ``app``: one already built from these args (e.g. to print its login lines), not built twice.
         run_from_args(app if app is not None else build(args), args, extra)
@@ -632,11 +674,32 @@ def serve_build(build: Build, args: argparse.Namespace, extra: Sequence[str] = (
     )
     for line in extra:
         print(line, flush=True)
-    _supervise(config, workers, getattr(args, "drain_seconds", 0.0), getattr(args, "metrics_token", None))
+    _supervise(config, workers, getattr(args, "drain_seconds", 0.0), getattr(args, "metrics_token", None), listen)
+
+
+def check_metrics_listen(args: argparse.Namespace, workers: int) -> tuple[str, int] | None:
+    """``--metrics-listen``: refused like ``--host`` off loopback without ``--allow-remote``, and
+    each port (one per worker) checked free before anything starts."""
+    listen: tuple[str, int] | None = getattr(args, "metrics_listen", None)
+    if listen is None:
+        return None
+    host, port = listen
+    check_bind(host, getattr(args, "allow_remote", False))
+    if port + workers - 1 > 65535:
+        _refuse(f"--metrics-listen port {port} leaves no room for {workers} workers (PORT+i each)")
+    for i in range(workers):
+        if (host, port + i) == (args.host, args.port):
+            _refuse(f"--metrics-listen {host}:{port + i} is the server's own address: pick another port")
+        check_port(host, port + i)
+    return listen
 
 
 def _supervise(
-    config: uvicorn.Config, workers: int, drain_seconds: float = 0.0, metrics_token: str | None = None
+    config: uvicorn.Config,
+    workers: int,
+    drain_seconds: float = 0.0,
+    metrics_token: str | None = None,
+    metrics_listen: tuple[str, int] | None = None,
 ) -> None:
     """Run ``workers`` processes of our :class:`Server` on one socket; restart any that dies.
 
@@ -646,7 +709,12 @@ def _supervise(
     from uvicorn._subprocess import get_subprocess
 
     sock = config.bind_socket()
-    server = Server(config, None, drain_seconds=drain_seconds, metrics_token=metrics_token)
+
+    def server(i: int) -> Server:
+        # One per worker: worker i serves its own metrics at PORT+i (each process counts its own).
+        at = None if metrics_listen is None else (metrics_listen[0], metrics_listen[1] + i)
+        return Server(config, None, drain_seconds=drain_seconds, metrics_token=metrics_token, metrics_listen=at)
+
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -655,7 +723,7 @@ def _supervise(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    procs = [get_subprocess(config, target=server.run, sockets=[sock]) for _ in range(workers)]
+    procs = [get_subprocess(config, target=server(i).run, sockets=[sock]) for i in range(workers)]
     for proc in procs:
         proc.start()
     log.info("started %d workers: %s", workers, [p.pid for p in procs])
@@ -672,7 +740,7 @@ def _supervise(
                 quick_deaths = quick_deaths + 1 if time.monotonic() - started[i] < 5 else 0
                 if quick_deaths >= 3 * workers:
                     raise SystemExit("workers keep exiting at start; see the errors above")
-                procs[i] = get_subprocess(config, target=server.run, sockets=[sock])
+                procs[i] = get_subprocess(config, target=server(i).run, sockets=[sock])
                 procs[i].start()
                 started[i] = time.monotonic()
     finally:

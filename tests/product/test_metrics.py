@@ -5,6 +5,9 @@ wrong one; no label that names a user, room or run."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -12,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.client import Backoff, Responder
-from tests.rig import RedisServer, wait_until
+from tests.rig import RedisServer, free_port, wait_until
 
 from .rig import EXEC_TOKEN, Product, open_streams, wait_body
 
@@ -156,3 +159,69 @@ def test_backend_calls_errors_and_latency_on_redis(tmp_path: Path) -> None:
     assert value(down, "sse_backend_calls_total", backend="redis", op="append", outcome="ok") >= value(
         ok, "sse_backend_calls_total", backend="redis", op="append", outcome="ok"
     )
+
+
+def _families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    return {f.name: [(s.labels, s.value) for s in f.samples] for f in text_string_to_metric_families(text)}
+
+
+async def test_metrics_off_the_public_port(tmp_path: Path) -> None:
+    """``--metrics-listen PORT``: /metrics on 127.0.0.1:PORT without a token, and not on the
+    public port; with ``--workers 2`` worker i answers on PORT+i, each with its own counts."""
+    redis = RedisServer()
+    with redis.running():
+        listen = free_port()
+        while not _free(listen + 1):
+            listen = free_port()
+        product = Product(tmp_path, "--metrics-listen", str(listen), "--workers", "2", "--backend", redis.url).start(
+            ready_path="/readyz"
+        )
+        try:
+            # /readyz answered from one worker; the other may still be starting.
+            wait_until(lambda: not _free(listen) and not _free(listen + 1), 30, "both workers' metrics listeners")
+            async with httpx.AsyncClient(timeout=10) as http:
+                public = await http.get(product.url + "/metrics")
+                assert public.status_code == 404  # no token: the public route stays off
+                instances = set()
+                for port in (listen, listen + 1):
+                    r = await http.get(f"http://127.0.0.1:{port}/metrics")
+                    assert r.status_code == 200, r.text
+                    assert r.headers["content-type"].startswith("text/plain")
+                    families = _families(r.text)
+                    assert {"sse_streams_open", "process_cpu_seconds"} <= set(families)
+                    instances |= {labels["instance"] for labels, _ in families["sse_subscribers_ended"]}
+                assert len(instances) == 2, instances  # two processes, each its own counts
+                assert (await http.get(f"http://127.0.0.1:{listen}/other")).status_code == 404
+                assert (await http.post(f"http://127.0.0.1:{listen}/metrics")).status_code == 405
+        finally:
+            product.stop()
+        assert "Traceback" not in product.output()
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.mark.parametrize(
+    ("listen", "says"),
+    [
+        ("0.0.0.0:{port}", "not a loopback address"),
+        ("{taken}", "is in use"),
+        ("70000", "port from 1 to 65535"),
+    ],
+)
+def test_metrics_listen_refuses_bad_addresses_in_one_line(tmp_path: Path, listen: str, says: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        arg = listen.format(port=free_port(), taken=taken.getsockname()[1])
+        cmd = [sys.executable, "-m", "showcase", "--port", str(free_port()), "--data-dir", str(tmp_path)]
+        run = subprocess.run([*cmd, "--metrics-listen", arg], capture_output=True, text=True, timeout=60)
+    assert run.returncode in (1, 2), run.stderr  # 2: a bad argument; 1: refused like --host
+    assert says in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
