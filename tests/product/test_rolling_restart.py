@@ -12,14 +12,9 @@ sees a 5xx but the 503s it retried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import re
-import shutil
 import signal
 import statistics
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,15 +25,13 @@ import httpx
 import pytest
 
 from shared.client import Backoff, EventStream, Responder, Status
-from tests.rig import RedisServer, free_port
+from tests.rig import RedisServer
 
-from .rig import ROOT, Product
+from .nginx_rig import HOST, Nginx
+from .rig import Product
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-SHIPPED = ROOT / "deploy" / "nginx" / "sse.conf"
-HOST = "chat.example.com"  # the shipped server_name; the instances get --allowed-hosts for it
 DRAIN_S = 2
 READERS, SENDERS, VIEWERS, LATE_VIEWERS = 8, 4, 3, 4
 SEND_EVERY_S = 0.25  # per sender: 16 messages a second in all, under the per-person cap of 10/s
@@ -46,81 +39,6 @@ SEND_EVERY_S = 0.25  # per sender: 16 messages a second in all, under the per-pe
 # worst gap here was 1.12-1.21 s in three runs (median 0.51-0.68 s); with a fixed 1 s hint it was
 # 1.0-1.6 s and one run in ~26 gave 2.03 s (27 streams reconnecting in the same 250 ms).
 RESUME_BOUND_S = 2.0
-
-
-def render(shipped: str, ports: list[int], listen: int) -> str:
-    """The shipped config with our instance ports and listen address; refuses to drift from it."""
-    servers = re.findall(r"^(\s*server 127\.0\.0\.1:)(\d+)( .*;)$", shipped, flags=re.M)
-    assert len(servers) == len(ports), "deploy/nginx/sse.conf should list one `server` per instance"
-    rendered = shipped
-    for (indent, old, rest), port in zip(servers, ports, strict=True):
-        rendered = rendered.replace(f"{indent}{old}{rest}", f"{indent}{port}{rest}", 1)
-    rendered, n = re.subn(r"^(\s*)listen 80;$", rf"\g<1>listen 127.0.0.1:{listen};", rendered, flags=re.M)
-    assert n == 1, "deploy/nginx/sse.conf should have one `listen 80;`"
-    return rendered
-
-
-class Nginx:
-    """Debian's nginx in the foreground, everything it writes (logs, pid, temp files) under ``root``."""
-
-    def __init__(self, root: Path, ports: list[int]) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "sse.conf").write_text(render(SHIPPED.read_text(), ports, self.port))
-        temps = "\n".join(
-            f"    {kind}_temp_path {root}/{kind}_temp;" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        # As root, nginx's workers would run as `nobody` and could not write under pytest's
-        # 0700 tmp dirs; as anyone else the `user` directive is ignored.
-        user = "user root;" if os.geteuid() == 0 else ""
-        (root / "nginx.conf").write_text(
-            f"""{user}
-worker_processes 1;
-error_log {root}/error.log warn;
-pid {root}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    log_format up '$status [$upstream_status] [$upstream_addr] $request_method $uri';
-    access_log {root}/access.log up;
-{temps}
-    include {root}/sse.conf;
-}}
-"""
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Nginx:
-        if not os.access(NGINX, os.X_OK):
-            raise RuntimeError("nginx is missing: sudo apt-get install -y nginx (./run test installs it)")
-        cmd = [NGINX, "-p", str(self.root), "-e", str(self.root / "error.log"), "-c", str(self.root / "nginx.conf")]
-        check = subprocess.run([*cmd, "-t"], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        self.proc = subprocess.Popen([*cmd, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(self.url + "/healthz", headers={"Host": HOST}, timeout=1)
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"nginx did not start: {self.errors()}")
-
-    def errors(self) -> str:
-        log = self.root / "error.log"
-        return log.read_text(errors="replace") if log.exists() else ""
-
-    def access(self) -> list[str]:
-        return (self.root / "access.log").read_text().splitlines()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: workers finish, then exit
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @dataclass
