@@ -24,7 +24,6 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import Cookie, State
 from litestar.exceptions import (
     ClientException,
-    HTTPException,
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
@@ -48,6 +47,7 @@ from shared.hub import Hub, HubSettings, Subscription
 from shared.metrics import count
 from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
+from shared.problems import Problem
 from shared.responses import SSE_HEADERS, last_event_id, sse_response
 from shared.security import new_token
 from shared.throttle import FailureThrottle
@@ -574,7 +574,7 @@ async def _act(ex: ExecState, request: Request[Any, Any, Any], action: str, run_
         return await ACTIONS[action](ex, params)
     try:
         result: dict[str, Any] = await cluster.router.call(owner, action, params)
-    except HTTPException as exc:
+    except Problem as exc:
         if exc.status_code not in (503, 504) or cluster.alive(owner):
             raise
         info = await _find_run(ex, run_id)  # 404 for an id nobody ever ran

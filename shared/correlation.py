@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from litestar import Request
-from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException, ValidationException
+from litestar.exceptions import ValidationException
 from litestar.response import Stream
 
 from . import jsonrpc
@@ -50,6 +50,7 @@ from .encoding import encode, encode_json
 from .hub import Hub, Subscription
 from .limits import client_address
 from .metrics import PendingTable, count, track_pending
+from .problems import Forbidden, InUse, Invalid, NotFound, Problem, TooMany, Unavailable
 from .responses import sse_response
 from .security import tokens_equal
 
@@ -93,12 +94,12 @@ class UnknownClient(LookupError):
     """No session with that client id: it never connected, or it is gone."""
 
 
-class AnswerRejected(HTTPException):
+class AnswerRejected(Problem):
     """A POSTed answer that reaches no waiter: 400 invalid, 403 wrong token, 404 unknown id,
     409 already answered / timed out / cancelled. The detail says which."""
 
     def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(status_code=status_code, detail=detail)
+        super().__init__(detail, status_code=status_code)
 
 
 @dataclass(eq=False)
@@ -253,19 +254,16 @@ class Correlator:
         picks a fresh id. ``client`` is the address whose caps a new session counts in (see the
         module's docstring). See :meth:`claim_session` for the check across instances."""
         if self._closed:
-            raise HTTPException(status_code=503, detail="server is shutting down", headers={"Retry-After": "1"})
+            raise Unavailable("server is shutting down")
         _check_client_id(client_id)
         cid = client_id or uuid.uuid4().hex[:12]
         session = self._sessions.get(cid)
         if session is None:
             return self._new_session(cid, secrets.token_urlsafe(24), client)
         if token is None:
-            raise HTTPException(
-                status_code=409,
-                detail=f"client id {cid!r} is in use; reconnect with its session token, or pick another id",
-            )
+            raise InUse(f"client id {cid!r} is in use; reconnect with its session token, or pick another id")
         if not tokens_equal(token, session.token):
-            raise PermissionDeniedException("wrong session token for this client id")
+            raise Forbidden("wrong session token for this client id")
         return session
 
     def _new_session(self, cid: str, token: str, client: str | None = None) -> Session:
@@ -277,9 +275,8 @@ class Correlator:
             # and drops sessions in a loop pays with its own oldest away one, nobody else's.
             oldest = next((s for s in mine.values() if s.stream is None), None)
             if oldest is None:
-                raise HTTPException(
-                    status_code=429,
-                    detail=f"too many client sessions from {key} (the limit is {cap} per client address, "
+                raise TooMany(
+                    f"too many client sessions from {key} (the limit is {cap} per client address, "
                     "all connected); close one before opening another",
                     headers={"Retry-After": str(max(1, int(self.grace)))},
                     extra={"limit": cap, "limit_name": "max_sessions_per_client"},
@@ -287,9 +284,8 @@ class Correlator:
             self._evict(oldest, "it was replaced by newer sessions of the same client address")
         if len(self._sessions) >= self.max_sessions and not self._make_room(key):
             # A cap on them all keeps a flood from many addresses from eating memory.
-            raise HTTPException(
-                status_code=429,
-                detail=f"too many client sessions ({self.max_sessions}); retry later",
+            raise TooMany(
+                f"too many client sessions ({self.max_sessions}); retry later",
                 headers={"Retry-After": str(max(1, int(self.grace)))},
                 extra={"limit": self.max_sessions, "limit_name": "max_sessions"},
             )
@@ -340,21 +336,20 @@ class Correlator:
         if self.router is None or client_id is None or client_id in self._sessions:
             return self.open_session(client_id, token, client)
         if self._closed:
-            raise HTTPException(status_code=503, detail="server is shutting down", headers={"Retry-After": "1"})
+            raise Unavailable("server is shutting down")
         _check_client_id(client_id)
         holder = await self._holder(client_id)
         if holder is not None:
             if token is None:
-                raise HTTPException(
-                    status_code=409,
-                    detail=f"client id {client_id!r} is in use (on instance {holder!r}); reconnect with "
-                    "its session token, or pick another id",
+                raise InUse(
+                    f"client id {client_id!r} is in use (on instance {holder!r}); reconnect with "
+                    "its session token, or pick another id"
                 )
             try:
                 moved = await self.router.call(
                     holder, "rpc.claim", {"client_id": client_id, "token": token, "to": self.router.instance}
                 )
-            except HTTPException as exc:
+            except Problem as exc:
                 if exc.status_code != 404:  # 404: it went away meanwhile, so the id is free
                     raise
             else:
@@ -457,8 +452,8 @@ class Correlator:
 
         Raises :class:`RequestTimeout`, :class:`ClientGone`, :class:`UnknownClient`,
         :class:`RequestCancelled`, or :class:`jsonrpc.RemoteError` when the client answered an error.
-        For a client held by another instance, also ``HTTPException`` 503 (that instance is
-        unreachable or stopping) or 504 (it did not answer in time).
+        For a client held by another instance, also :class:`~shared.problems.Problem` 503 (that
+        instance is unreachable or stopping) or 504 (it did not answer in time).
         """
         session = self._sessions.get(client_id)
         timeout = self.default_timeout if timeout is None else min(timeout, self.max_timeout)
@@ -471,9 +466,8 @@ class Correlator:
     async def _request(self, session: Session, method: str, params: Any, timeout: float, rid: str) -> Any:
         client_id = session.client_id
         if len(session.pending) >= self.max_pending_per_client:
-            raise HTTPException(
-                status_code=429,
-                detail=f"client {client_id!r} already has {len(session.pending)} pending requests",
+            raise TooMany(
+                f"client {client_id!r} already has {len(session.pending)} pending requests",
                 headers={"Retry-After": "1"},
             )
         # The id is unique across clients, restarts and instances, and names the instance that waits.
@@ -547,7 +541,7 @@ class Correlator:
                 return False
             try:
                 return bool(await self.router.call(owner, "rpc.cancel", {"id": request_id, "reason": reason}))
-            except HTTPException:
+            except Problem:
                 return False  # that instance is gone, and its requests with it
         if pending.future.done():
             return False
@@ -646,7 +640,7 @@ class Correlator:
                     raise unknown
             try:
                 return await self.router.call(holder, method, params, timeout=timeout)
-            except HTTPException as exc:
+            except Problem as exc:
                 # 404 from the holder: the client left it (moved, or gone) since we looked.
                 if exc.status_code != 404 or attempt == 1:
                     raise
@@ -660,7 +654,7 @@ class Correlator:
         call = {"client_id": client_id, "method": method, "params": params, "timeout": timeout, "ref": ref}
         try:
             verdict = await self._on_holder(client_id, "rpc.request", call, timeout=timeout + _FORWARD_MARGIN)
-        except HTTPException as exc:
+        except Problem as exc:
             if exc.status_code == 404:
                 raise UnknownClient(str(exc.detail)) from None
             raise
@@ -688,14 +682,14 @@ class Correlator:
         ``RequestCancelled`` (a BaseException) and the others travel as data, not as errors."""
         session = self._sessions.get(str(call["client_id"]))
         if session is None:
-            raise NotFoundException(f"no client with id {call['client_id']!r} is connected")
+            raise NotFound(f"no client with id {call['client_id']!r} is connected")
         timeout = min(float(call["timeout"]), self.max_timeout)
         ref = call.get("ref")
         if not (isinstance(ref, str) and len(ref) == 32 and set(ref) <= _HEX):
             ref = uuid.uuid4().hex
         rid = self._id_prefix + ref
         if rid in self._pending or rid in self._finished:
-            raise HTTPException(status_code=409, detail=f"request {rid!r} was already sent")
+            raise InUse(f"request {rid!r} was already sent")
         self._serving += 1
         try:
             result = await self._request(session, str(call["method"]), call.get("params"), timeout, rid)
@@ -707,11 +701,9 @@ class Correlator:
             return {"raise": "cancelled", "message": str(exc)}
         except ClientGone as exc:
             if self._closed:
-                raise HTTPException(
-                    status_code=503,
-                    detail=f"the instance holding client {session.client_id!r} is shutting down; "
-                    "retry once the client has reconnected",
-                    headers={"Retry-After": "1"},
+                raise Unavailable(
+                    f"the instance holding client {session.client_id!r} is shutting down; "
+                    "retry once the client has reconnected"
                 ) from None
             return {"raise": "gone", "message": str(exc)}
         finally:
@@ -728,7 +720,7 @@ class Correlator:
 
     async def _serve_notify(self, call: dict[str, Any]) -> None:
         if str(call["client_id"]) not in self._sessions:
-            raise NotFoundException(f"no client with id {call['client_id']!r} is connected")
+            raise NotFound(f"no client with id {call['client_id']!r} is connected")
         await self.notify(str(call["client_id"]), str(call["method"]), call.get("params"))
 
     async def _serve_holds(self, client_id: Any) -> bool:
@@ -748,9 +740,9 @@ class Correlator:
         still come here); the new holder re-sends them to the client on its stream."""
         session = self._sessions.get(str(call["client_id"]))
         if session is None:
-            raise NotFoundException(f"no client with id {call['client_id']!r} is connected")
+            raise NotFound(f"no client with id {call['client_id']!r} is connected")
         if not tokens_equal(call.get("token"), session.token):
-            raise PermissionDeniedException("wrong session token for this client id")
+            raise Forbidden("wrong session token for this client id")
         self._remove(session)
         if session.expiry is not None:
             session.expiry.cancel()
@@ -796,9 +788,7 @@ class Correlator:
 
 def _check_client_id(client_id: str | None) -> None:
     if client_id is not None and (not 1 <= len(client_id) <= 64 or not set(client_id) <= _CLIENT_ID_OK):
-        raise HTTPException(
-            status_code=400, detail="client_id must be 1-64 characters of letters, digits, '-', '_' or '.'"
-        )
+        raise Invalid("client_id must be 1-64 characters of letters, digits, '-', '_' or '.'")
 
 
 def _token(request: Request[Any, Any, Any]) -> str | None:
