@@ -45,6 +45,7 @@ def run_stream(
     """
     held: list[Hold] = []
     watching: list[Callable[[], None]] = []
+    watchers = owner.cluster.watchers if owner is not None else set()
     counted = live is not None and not live.finished
 
     async def tell_viewers() -> None:
@@ -64,7 +65,7 @@ def run_stream(
                     sub.push(owner.event())
 
             watching.append(wake)
-            owner.cluster.watchers.add(wake)
+            watchers.add(wake)
             wake()
         if counted:
             assert live is not None
@@ -80,7 +81,7 @@ def run_stream(
         for hold in held:
             hold.release()
         for wake in watching:
-            owner.cluster.watchers.discard(wake)  # type: ignore[union-attr]
+            watchers.discard(wake)
         if counted and held:
             assert live is not None
             live.viewers -= 1

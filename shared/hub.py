@@ -388,6 +388,9 @@ class Subscription:
         if self._closed:
             return None
         if self._more is not None:
+            if self._topic.closed:  # the server stops (or the topic's source failed) mid-history
+                self._finish("shutdown")
+                return None
             return b""  # the next page of the history: wait() reads it
         topic = self._topic
         if self.cursor >= topic.end:

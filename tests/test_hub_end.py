@@ -109,3 +109,19 @@ async def test_shutdown_ends_an_until_subscription_with_shutdown() -> None:
     events, reason = await task
     assert events == [("stdout", "x")]
     assert reason == "shutdown"
+
+
+async def test_shutdown_mid_history_ends_the_subscription_at_the_page_it_took() -> None:
+    hub = Hub(settings=HubSettings(replay_limit=2))
+    await hub.start()
+    origin = await hub.backend.origin_id("t")
+    for i in range(10):
+        await hub.publish("t", f"m{i}")
+    parser = Decoder()
+    async with hub.subscribe("t", origin) as sub:
+        first = [e.data for e in parser.feed(sub.take() or b"")]
+        assert first == ["m0", "m1"]
+        await hub.close()
+        assert sub.take() is None  # no further page is read from a closed backend
+        assert sub.ended_reason == "shutdown"
+        assert sub.last_id is not None  # the shutdown event carries it: the client resumes there
