@@ -60,7 +60,8 @@ class _Listener:
 
 
 class SqliteBackend(Backend):
-    """Topics in the chat database; resuming replays at most the hub's ``replay_limit`` events."""
+    """Topics in the chat database, kept for good (no retention): a resume replays everything
+    after its id, a page of the hub's ``replay_limit`` events at a time."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -124,14 +125,13 @@ class SqliteBackend(Backend):
 
         def read(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
             newest = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-            return _rows_after(conn, topic, seq, limit + 1), int(newest)
+            return _rows_after(conn, topic, seq, limit), int(newest)
 
         rows, newest = await self.db.read(read)
         if seq > newest:
             raise UnknownEventId(event_id, "unknown")  # from this file's future: not ours after all
-        if len(rows) > limit:
-            # Too far behind to replay in one go; the client reloads instead (never a silent gap).
-            raise UnknownEventId(event_id, "evicted")
+        # The first ``limit`` (the backend contract): a client further behind gets the rest in
+        # the hub's next pages, never a silent gap.
         return [self._entry(row) for row in rows]
 
     async def latest_id(self, topic: str) -> str | None:

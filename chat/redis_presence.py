@@ -23,6 +23,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
+from shared.backends.lua import load_lua
+
 from .lookalike import skeleton
 from .names import Names
 from .presence import Added, ClientFull, Person, RoomFull, Roster
@@ -31,169 +33,14 @@ from .session import User
 
 __all__ = ["RedisNames", "RedisRoster"]
 
-_LIB = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function who(member) return string.match(member, '^(%S+) ') end
-"""
-
-# KEYS: presence:<room>, presence-names:<room>, presence-rooms, presence-clients:<room>
-# ARGV: user id, instance, name, ttl ms, cap (0: none), room, client address ('': none), cap per
-# address (0: none) -> {1} new | {2} renamed | {0} there | {-1, count} full | {-2, count} address's share
-_ADD = (
-    _LIB
-    + """
-local uid, now, client = ARGV[1], now_ms(), ARGV[7]
-local seen, count, present, same = {}, 0, false, 0
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
-  local u = who(m)
-  if u and not seen[u] then
-    seen[u] = true
-    count = count + 1
-    if client ~= '' and redis.call('HGET', KEYS[4], u) == client then same = same + 1 end
-  end
-  if u == uid then present = true end
-end
-local cap, client_cap = tonumber(ARGV[5]), tonumber(ARGV[8])
-if not present and client ~= '' and client_cap > 0 and same >= client_cap then return {-2, same} end
-if not present and cap > 0 and count >= cap then return {-1, count} end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), uid .. ' ' .. ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[6])
-if not present then
-  if client ~= '' then redis.call('HSET', KEYS[4], uid, client) else redis.call('HDEL', KEYS[4], uid) end
-end
-local old = redis.call('HGET', KEYS[2], uid)
-redis.call('HSET', KEYS[2], uid, ARGV[3])
-if not present then return {1} end
-if old ~= ARGV[3] then return {2} end
-return {0}
-"""
-)
-
-# KEYS: as _ADD. ARGV: user id, instance, room -> their name if they left for good, else nil
-_REMOVE = (
-    _LIB
-    + """
-local uid, now = ARGV[1], now_ms()
-local removed = redis.call('ZREM', KEYS[1], uid .. ' ' .. ARGV[2])
-local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for i = 1, #entries, 2 do
-  if who(entries[i]) == uid then
-    if tonumber(entries[i + 1]) > now then return false end  -- still here through another instance
-    removed = removed + redis.call('ZREM', KEYS[1], entries[i])  -- expired: reaped here, not twice
-  end
-end
-if removed == 0 then return false end  -- gone already (reaped): its leave went out then
-local name = redis.call('HGET', KEYS[2], uid) or ''
-redis.call('HDEL', KEYS[2], uid)
-redis.call('HDEL', KEYS[4], uid)
-if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
-return name
-"""
-)
-
-# ARGV: prefix, instance, ttl ms, then per room: room, n, n user ids -> {room, user id, ...} not found
-_REFRESH = (
-    _LIB
-    + """
-local P, inst, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), now_ms()
-local out, i = {}, 4
-while i <= #ARGV do
-  local room, n = ARGV[i], tonumber(ARGV[i + 1])
-  local z = P .. 'presence:' .. room
-  for j = 1, n do
-    local member = ARGV[i + 1 + j] .. ' ' .. inst
-    if redis.call('ZSCORE', z, member) then
-      redis.call('ZADD', z, 'XX', now + ttl, member)
-    else
-      out[#out + 1] = room
-      out[#out + 1] = ARGV[i + 1 + j]
-    end
-  end
-  i = i + 2 + n
-end
-return out
-"""
-)
-
-# KEYS: presence-rooms. ARGV: prefix -> {room, user id, name, ...} of the people who left
-_REAP = (
-    _LIB
-    + """
-local P, now, out = ARGV[1], now_ms(), {}
-for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local z, h = P .. 'presence:' .. room, P .. 'presence-names:' .. room
-  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  if #dead > 0 then
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-    local live, done = {}, {}
-    for _, m in ipairs(redis.call('ZRANGE', z, 0, -1)) do live[who(m) or ''] = true end
-    for _, m in ipairs(dead) do
-      local u = who(m)
-      if u and not live[u] and not done[u] then
-        done[u] = true
-        out[#out + 1] = room
-        out[#out + 1] = u
-        out[#out + 1] = redis.call('HGET', h, u) or ''
-        redis.call('HDEL', h, u)
-        redis.call('HDEL', P .. 'presence-clients:' .. room, u)
-      end
-    end
-  end
-  if redis.call('ZCARD', z) == 0 then
-    redis.call('SREM', KEYS[1], room)
-    redis.call('DEL', h, P .. 'presence-clients:' .. room)
-  end
-end
-return out
-"""
-)
-
-# KEYS: presence:<room>, presence-names:<room> -> {user id, name, ...}
-_MEMBERS = (
-    _LIB
-    + """
-local seen, out = {}, {}
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms(), '+inf')) do
-  local u = who(m)
-  if u and not seen[u] then
-    seen[u] = true
-    out[#out + 1] = u
-    out[#out + 1] = redis.call('HGET', KEYS[2], u) or ''
-  end
-end
-return out
-"""
-)
-
-# KEYS: name:<folded>, name-of:<user>. ARGV: user id, folded name, ttl ms, prefix -> 1 | 0 taken
-_CLAIM = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-local old = redis.call('GET', KEYS[2])
-if old and old ~= ARGV[2] and redis.call('GET', ARGV[4] .. 'name:' .. old) == ARGV[1] then
-  redis.call('DEL', ARGV[4] .. 'name:' .. old)
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
-
-# ARGV: prefix, ttl ms (0: release), user ids. Renews (or drops) the names these users hold.
-_TOUCH = """
-local P, ttl = ARGV[1], tonumber(ARGV[2])
-local function keep(key)
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
-end
-for i = 3, #ARGV do
-  local folded = redis.call('GET', P .. 'name-of:' .. ARGV[i])
-  if folded and redis.call('GET', P .. 'name:' .. folded) == ARGV[i] then keep(P .. 'name:' .. folded) end
-  keep(P .. 'name-of:' .. ARGV[i])
-end
-return 1
-"""
+_LIB = load_lua("chat", "lua/presence_lib.lua")
+_ADD = _LIB + load_lua("chat", "lua/presence_add.lua")
+_REMOVE = _LIB + load_lua("chat", "lua/presence_remove.lua")
+_REFRESH = _LIB + load_lua("chat", "lua/presence_refresh.lua")
+_REAP = _LIB + load_lua("chat", "lua/presence_reap.lua")
+_MEMBERS = _LIB + load_lua("chat", "lua/presence_members.lua")
+_CLAIM = load_lua("chat", "lua/presence_claim.lua")
+_TOUCH = load_lua("chat", "lua/presence_touch.lua")
 
 
 def _ms(seconds: float) -> int:

@@ -118,8 +118,8 @@ class RedisStore(ChatStore):
         self._closing = False
         # Called with the new signing key when another instance's replaced a lost one.
         self.on_secret: Callable[[bytes], None] | None = None
-        # Every script the module exports (one list to keep, its __all__).
-        self._scripts = {name: conn.script(getattr(lua, name)) for name in lua.__all__}
+        # Built on the backend's stream library: its events go in as the backend writes its own.
+        self._scripts = {name: backend.stream_script(lua.source(name), conn.text) for name in lua.NAMES}
 
     async def close(self) -> None:
         self._closing = True
@@ -136,9 +136,8 @@ class RedisStore(ChatStore):
         return self.backend.stream_key(topic)
 
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """Run one of our scripts; the common ARGV (prefix, retention) goes first."""
-        common: list[Any] = [self.conn.prefix, self.backend.maxlen, self.backend.trim_slack]
-        return await self._scripts[script](keys=keys, args=[*common, *args])
+        """Run one of our scripts; the key prefix is ARGV[1] (the backend adds its retention)."""
+        return await self._scripts[script](keys, [self.conn.prefix, *args])
 
     def _ms(self, seconds: float) -> int:
         return max(1, int(seconds * 1000))

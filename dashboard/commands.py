@@ -35,6 +35,7 @@ from shared import jsonrpc
 from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient
 from shared.hub import Hub
 from shared.metrics import count
+from shared.problems import Problem
 
 from . import actions
 from .actions import Command, Refused
@@ -64,7 +65,7 @@ def local_ask(correlator: Correlator) -> Ask:
             raise Refused(409, "unanswered", "not done: the confirming page went away") from None
         except RequestCancelled:
             raise Refused(409, "unanswered", "not done: the confirmation was cancelled") from None
-        except HTTPException as exc:  # the instance holding the page's session: unreachable, stopping
+        except Problem as exc:  # the instance holding the page's session: unreachable, stopping
             detail = f"not done: the confirming page could not be reached ({exc.detail})"
             raise Refused(409, "unanswered", detail) from None
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
 import shlex
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import Cookie, State
 from litestar.exceptions import (
     ClientException,
-    HTTPException,
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
@@ -43,11 +43,12 @@ from shared.encoding import encode_json
 from shared.errors import error_response as errors_response
 from shared.errors import errors
 from shared.health import health_routes
-from shared.hub import HubSettings, Subscription
+from shared.hub import Hub, HubSettings, Subscription
 from shared.metrics import count
 from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
-from shared.responses import SSE_HEADERS, SSEStream, last_event_id, sse_response
+from shared.problems import Problem
+from shared.responses import SSE_HEADERS, last_event_id, sse_response
 from shared.security import new_token
 from shared.throttle import FailureThrottle
 
@@ -55,15 +56,17 @@ from .auth import COOKIE, SESSION_TTL_S, Auth, Principal, clean_name, operator_g
 from .cluster import UNREACHABLE, Cluster, OwnerWatch
 from .credentials import Credentials, SqliteCredentials
 from .grants import Grants, Hold
+from .logtopics import RunLogBackend
 from .mirror import run_topic
 from .policy import Policy, PolicyRefusal
 from .redis_conn import RedisConn
 from .redis_credentials import RedisCredentials
 from .run_index import RunIndex
-from .runlog import EVENT_NAMES, RunLog, parse_event_id
+from .runlog import EVENT_NAMES, RunLog
 from .runner import SIGNALS, InputClosed, InputStalled, NotRunning, Runner, RunRequest, TooManyRuns
 from .store import RUNNING, RunRow, Store
-from .streams import HEARTBEAT_S, ExecHub, mirrored_events, run_events
+from .streams import HEARTBEAT_S
+from .streams import run_stream as run_events
 
 __all__ = ["TOKEN_ENV", "create_app", "login_lines", "login_text", "operator_token"]
 
@@ -87,7 +90,7 @@ class ExecState:
     runner: Runner
     auth: Auth
     policy: Policy
-    hub: ExecHub
+    hub: Hub
     token_generated: bool
     heartbeat: float
     grants: Grants
@@ -124,19 +127,6 @@ def _unavailable(exc: BackendUnavailable) -> ServiceUnavailableException:
 def _backend_down(request: Request[Any, Any, Any], exc: BackendUnavailable) -> Response[dict[str, Any]]:
     """Redis away while a guard or handler asked it (tokens, sessions, the run index): 503."""
     return errors_response(request, _unavailable(exc))
-
-
-async def _held(
-    grants: Grants, principal: Principal, body: Callable[[Hold], AsyncGenerator[bytes, None]]
-) -> AsyncIterator[bytes]:
-    """``body``, holding the principal's grants while it streams: their revocation ends it."""
-    hold = grants.hold(principal)
-    try:
-        async with contextlib.aclosing(body(hold)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-    finally:
-        hold.release()
 
 
 async def _find_run(ex: ExecState, run_id: str) -> dict[str, Any]:
@@ -386,43 +376,9 @@ async def run_stream(request: Request[Any, Any, Any], run_id: FromPath[str], sta
     ex = _exec(state)
     if not ex.hub.accepting:
         raise ServiceUnavailableException("server is shutting down; reconnect shortly", headers={"Retry-After": "1"})
-    if ex.cluster is not None:
-        return await _mirrored_stream(ex, request, run_id)
-    row = _run_or_404(ex, run_id)
-    path = ex.runner.log_path(run_id)
-    if not path.exists():
-        raise NotFoundException(f"the output log of run {run_id} is missing")
-    live = ex.runner.live.get(run_id)
-    start, reset = 0, False
-    resume = last_event_id(request)
-    if resume:
-        offset = parse_event_id(resume)
-        if live is not None:
-            valid = offset is not None and live.log.is_boundary(offset)
-        else:
-            with RunLog(path) as runlog:
-                valid = offset is not None and runlog.is_boundary(offset)
-                if valid and offset == runlog.size:
-                    # Everything, exit included, was delivered: 204 tells EventSource to stop.
-                    return Response(content=b"", status_code=204, headers=SSE_HEADERS)
-        if valid and offset is not None:
-            start = offset
-        else:
-            reset = True
-    principal = _principal(request)
-    prelude = encode_json({"run": row.public(), "you": principal.public()}, event="run")
-
-    def body(hold: Hold) -> AsyncGenerator[bytes, None]:
-        return run_events(ex.hub, run_id, start=start, reset=reset, prelude=prelude, heartbeat=ex.heartbeat, hold=hold)
-
-    # An SSEStream, though not a hub subscription: it counts against the per-client stream cap
-    # (429) and the write watchdog ends it when its client stops reading, like every other stream.
-    return SSEStream(ex.hub, _held(ex.grants, principal, body))
-
-
-async def _mirrored_stream(ex: ExecState, request: Request[Any, Any, Any], run_id: str) -> Response[Any]:
-    """Several instances: the run's topic on the backend, from the start or from Last-Event-ID."""
     info = await _find_run(ex, run_id)
+    if ex.cluster is None and not ex.runner.log_path(run_id).exists():
+        raise NotFoundException(f"the output log of run {run_id} is missing")
     topic = run_topic(run_id)
     backend = ex.hub.backend
     resume = last_event_id(request)
@@ -432,37 +388,39 @@ async def _mirrored_stream(ex: ExecState, request: Request[Any, Any, Any], run_i
             try:
                 await backend.read_after(topic, resume, 0)
             except UnknownEventId as exc:
-                # Not an id of this run (or no longer kept): start over, as a single server does.
+                # Not an id of this run (or no longer kept): start over from the beginning. The
+                # reset carries the origin, so the browser's next resume is one we can make.
                 extra = encode_json(
                     {"reason": exc.reason, "latest_id": None}, event="reset", id=await backend.origin_id(topic)
                 )
                 resume = None
             else:
-                if Cluster.ended(info) and resume == await backend.latest_id(topic):
+                if _ended(ex, run_id, info) and resume == await backend.latest_id(topic):
+                    # Everything, exit included, was delivered: 204 tells EventSource to stop.
                     return Response(content=b"", status_code=204, headers=SSE_HEADERS)
-    except BackendUnavailable as exc:
-        raise _unavailable(exc) from exc
-    cluster = ex.cluster
-    assert cluster is not None
-    owner = Cluster.owner_of(run_id)
-    watch = None
-    if owner is not None and owner != cluster.instance and info["status"] in (RUNNING, UNREACHABLE):
-        # Watched while the run goes on: its viewers learn at once when its instance goes away.
-        watch = OwnerWatch(cluster, owner)
-        if info["status"] == UNREACHABLE:
-            extra += watch.event()
-    principal = _principal(request)
-    prelude = encode_json({"run": info, "you": principal.public()}, event="run") + extra
-    # The origin: everything the topic keeps, the run's first event included.
-    try:
+        # The origin: everything the topic keeps, the run's first event included.
         start = resume or await backend.origin_id(topic)
     except BackendUnavailable as exc:
         raise _unavailable(exc) from exc
+    watch = None
+    cluster = ex.cluster
+    if cluster is not None:
+        owner = Cluster.owner_of(run_id)
+        if owner is not None and owner != cluster.instance and info["status"] in (RUNNING, UNREACHABLE):
+            # Watched while the run goes on: its viewers learn at once when its instance goes away.
+            watch = OwnerWatch(cluster, owner)
+            if info["status"] == UNREACHABLE:
+                extra += watch.event()
+    principal = _principal(request)
+    prelude = encode_json({"run": info, "you": principal.public()}, event="run") + extra
+    live = ex.runner.live.get(run_id) if cluster is None else None
+    return run_events(ex.hub, topic, start, prelude, grants=ex.grants, principal=principal, live=live, owner=watch)
 
-    def body(hold: Hold) -> AsyncGenerator[bytes, None]:
-        return mirrored_events(ex.hub, topic, start, prelude, hold=hold, owner=watch)
 
-    return SSEStream(ex.hub, _held(ex.grants, principal, body))
+def _ended(ex: ExecState, run_id: str, info: dict[str, Any]) -> bool:
+    if ex.cluster is not None:
+        return Cluster.ended(info)
+    return run_id not in ex.runner.live
 
 
 @get(
@@ -616,7 +574,7 @@ async def _act(ex: ExecState, request: Request[Any, Any, Any], action: str, run_
         return await ACTIONS[action](ex, params)
     try:
         result: dict[str, Any] = await cluster.router.call(owner, action, params)
-    except HTTPException as exc:
+    except Problem as exc:
         if exc.status_code not in (503, 504) or cluster.alive(owner):
             raise
         info = await _find_run(ex, run_id)  # 404 for an id nobody ever ran
@@ -814,7 +772,14 @@ def create_app(
     single = backend is None or isinstance(backend, MemoryBackend)
     store = Store(data_dir / "exec.sqlite3")
     runner = Runner(data_dir, store, policy)
-    hub = ExecHub(runner, MemoryBackend(max_events=1) if backend is None else backend, hub_settings)
+    if heartbeat != HEARTBEAT_S:
+        hub_settings = dataclasses.replace(hub_settings or HubSettings(), heartbeat=heartbeat)
+    if single:
+        # One instance: run topics are read from the runs' log files (logtopics.py), the rest
+        # (the run list) kept in memory.
+        backend = RunLogBackend(MemoryBackend(max_events=1) if backend is None else backend, runner)
+    assert backend is not None
+    hub = Hub(backend, hub_settings)
     conn: RedisConn | None = None
     credentials: Credentials = SqliteCredentials(store)
     cluster: Cluster | None = None

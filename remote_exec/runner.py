@@ -89,9 +89,13 @@ class Pulse:
     def __init__(self) -> None:
         self.version = 0
         self._fut: asyncio.Future[None] | None = None
+        # Called at each fire, synchronously: the hub's follower of the run's log (logtopics.py).
+        self.listeners: list[Callable[[], None]] = []
 
     def fire(self) -> None:
         self.version += 1
+        for listener in self.listeners:
+            listener()
         if self._fut is not None:
             if not self._fut.done():
                 self._fut.set_result(None)

@@ -45,6 +45,7 @@ from litestar.exceptions import (
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
+from .problems import Problem
 from .security import SECURITY_HEADERS, UnsupportedMediaType
 
 __all__ = [
@@ -210,6 +211,9 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
             detail = _explain(exc)
         elif isinstance(exc, RequestEntityTooLarge) and detail == RequestEntityTooLarge.detail:
             detail = _too_large(request)
+    elif isinstance(exc, Problem):
+        # The core's own errors (sessions, requests, routing): mapped to HTTP here, and only here.
+        status, detail, headers, extra = exc.status_code, exc.detail, exc.headers, exc.extra
     elif (trouble := storage_trouble(exc)) is not None:
         log.error("%s %s: %s (%s)", request.method, request.url.path, trouble, exc)  # one line, no traceback
         status, extra = 503, None

@@ -98,7 +98,6 @@ def healthz() -> dict[str, str]:
     summary="Ready: backends reachable, not stopping",
     description="200 `{ready: true, checks}` when every backend answers and the server is not "
     "draining; else 503 with the failing checks (a load balancer should send clients elsewhere).",
-
 )
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     ready, checks = await _health_of(request).readiness()
@@ -114,5 +113,3 @@ def health_routes() -> list[Any]:
     from .metrics import metrics_route  # (prometheus-client is imported only with the routes)
 
     return [healthz, readyz, metrics_route]
-
-

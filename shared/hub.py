@@ -6,6 +6,9 @@ each one **once**, and appends the bytes to a shared in-memory log. A subscriber
 into that log: when the log grows it takes everything past its cursor in one write. A
 subscriber that falls off the log's tail (it stopped reading) is ended; it resumes by
 Last-Event-ID like any other reconnecting client. Publishers never wait for subscribers.
+
+A topic may have an end: ``subscribe(topic, until="exit")`` ends the subscription right after the
+first event of that name (a run's ``exit``), whether it came from the history or live.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,8 @@ class HubSettings:
     window: int = 4096
     window_age: float = 300.0
     heartbeat: float = 15.0
+    # Events read from the backend per page of a resume's history (a resume further behind reads
+    # page after page as the client takes them, so it never holds more than one page).
     replay_limit: int = 10_000
     # Sent with the final event at shutdown: reconnect soon, the server is restarting. Each
     # stream gets its own hint, spread evenly over [min, max]: every client of an instance that
@@ -91,6 +96,7 @@ class _Topic:
         "closed",
         "cls",
         "delivered",
+        "final",
         "ids",
         "index",
         "keys",
@@ -107,6 +113,7 @@ class _Topic:
         "timer",
         "times",
         "unfollow",
+        "until",
         "waiters",
         "wake_pending",
     )
@@ -142,6 +149,10 @@ class _Topic:
         self.reader: asyncio.Task[None] | None = None
         self.unfollow: Callable[[], None] | None = None  # instead of a reader (Backend.follow)
         self.closed = False
+        # The name of the event that ends this topic (subscribe's ``until``), and the absolute
+        # position of the first such event once it is in the log.
+        self.until: str | None = None
+        self.final: int | None = None
         self.last_append = time.monotonic()
         self._joined: tuple[int, int, bytes, str | None] = (0, 0, b"", None)
 
@@ -164,8 +175,12 @@ class _Topic:
     def end(self) -> int:
         return self.base + len(self.chunks)
 
-    def append(self, chunk: bytes, event_id: str | None, key: tuple[int, ...] | None, window: int) -> None:
+    def append(
+        self, chunk: bytes, event_id: str | None, key: tuple[int, ...] | None, window: int, event: str | None = None
+    ) -> None:
         now = time.monotonic()
+        if event is not None and event == self.until and self.final is None:
+            self.final = self.end
         self.chunks.append(chunk)
         self.ids.append(event_id)
         self.keys.append(key)
@@ -271,9 +286,12 @@ class Subscription:
     __slots__ = (
         "_after_key",
         "_closed",
+        "_ends",
         "_hub",
         "_live_from",
+        "_more",
         "_prelude",
+        "_prelude_ends",
         "_topic",
         "_waiter",
         "cursor",
@@ -290,6 +308,7 @@ class Subscription:
         after_key: tuple[int, ...] | None,
         last_id: str | None,
         live_from: int,
+        until: str | None = None,
     ) -> None:
         self._hub = hub
         self._topic = topic
@@ -303,6 +322,10 @@ class Subscription:
         self.ended_reason: str | None = None
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+        self._ends = topic.until is not None and topic.until == until
+        # The history is read a page at a time: the id to read the next page after, if any.
+        self._more: str | None = None
+        self._prelude_ends = False  # the prelude holds the topic's final event: end after it
 
     def close(self, reason: str = "closed") -> None:
         """End this subscription from outside (e.g. another connection took over its client id)."""
@@ -312,6 +335,14 @@ class Subscription:
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+
+    def push(self, chunk: bytes) -> None:
+        """Send ``chunk`` to this subscriber alone, before the topic's next events (a notice that
+        concerns only this stream, such as the state of the instance it depends on)."""
+        self._prelude.append(chunk)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
@@ -328,8 +359,11 @@ class Subscription:
 
     async def wait(self) -> None:
         """Until :meth:`take` may have something: new events, or the end of this subscription."""
+        if self._more is not None:
+            await self._hub._next_page(self)
+            return
         topic = self._topic
-        if self._closed or topic.closed or self.cursor < topic.end:
+        if self._closed or topic.closed or self.cursor < topic.end or self._prelude:
             return
         waiter = topic.loop.create_future()
         waiters = topic.waiters
@@ -348,14 +382,22 @@ class Subscription:
         """Everything pending for this subscriber as one ``bytes``, the cursor moved past it.
 
         ``b""`` when nothing is pending (then ``await wait()``); ``None`` once the subscription
-        has ended (``ended_reason`` says why: ``"shutdown"``, ``"slow"`` or what close() was given).
+        has ended (``ended_reason`` says why: ``"shutdown"``, ``"slow"``, ``"end"`` after the
+        topic's final event, or what close() was given).
         """
         if self._prelude:
             chunk = b"".join(self._prelude)
             self._prelude = []
+            if self._prelude_ends:
+                self._finish("end")
             return chunk
         if self._closed:
             return None
+        if self._more is not None:
+            if self._topic.closed:  # the server stops (or the topic's source failed) mid-history
+                self._finish("shutdown")
+                return None
+            return b""  # the next page of the history: wait() reads it
         topic = self._topic
         if self.cursor >= topic.end:
             if topic.closed:
@@ -372,13 +414,18 @@ class Subscription:
             log.info("ending slow subscriber on %r (last id %r)", topic.name, self.last_id)
             return None
         start = self.cursor
-        lo, hi = start - topic.base, topic.end - topic.base
-        self.cursor = topic.end
+        end = topic.end
+        final = topic.final
+        if final is not None and self._ends and final >= start:
+            end = final + 1  # up to the topic's final event, then this subscription ends
+            self._finish("end")
+        lo, hi = start - topic.base, end - topic.base
+        self.cursor = end
         topic.delivered += hi - lo
         if self._after_key is None and start >= self._live_from:
             # The common case: everything from the cursor on is for us, and subscribers at the
             # same cursor share one joined bytes object (one join per wake-up, not per subscriber).
-            chunk, last_id = topic.joined(start, topic.end)
+            chunk, last_id = topic.joined(start, end)
             if last_id is not None:
                 self.last_id = last_id
             return chunk
@@ -398,6 +445,18 @@ class Subscription:
                 self.last_id = event_id
             out.append(topic.chunks[i])
         return b"".join(out)
+
+    def _turn(self, page: _Page) -> None:
+        """Take ``page`` of the history as what comes next."""
+        self._prelude.extend(page.chunks)
+        self._after_key = page.key
+        self.last_id = page.last_id
+        self._more = page.last_id if page.more else None
+        self._prelude_ends = page.ends
+
+    def _finish(self, reason: str) -> None:
+        self._closed = True
+        self.ended_reason = reason
 
 
 class Hub:
@@ -427,6 +486,9 @@ class Hub:
         # are refused with 503 (a load balancer sends them elsewhere), open ones carry on until
         # close() ends them.
         self.draining = False
+        # Run once at the start of close(), before the streams end: an app that must publish
+        # last events first (remote_exec ending its runs, so their exits reach every viewer).
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def accepting(self) -> bool:
@@ -447,6 +509,9 @@ class Hub:
         """End every open stream (each gets a final ``shutdown`` event) and stop the readers."""
         if self.closing:
             return
+        hooks, self.before_close = self.before_close, []
+        for hook in hooks:
+            await hook()
         self.closing = True
         for topic in list(self._topics.values()):
             topic.closed = True
@@ -491,55 +556,87 @@ class Hub:
     # -- subscribing ------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, topic: str, last_event_id: str | None = None) -> AsyncIterator[Subscription]:
+    async def subscribe(
+        self, topic: str, last_event_id: str | None = None, *, until: str | None = None
+    ) -> AsyncIterator[Subscription]:
         """Events after ``last_event_id`` (or from now), then live ones; no gap, no duplicate.
 
         An id that cannot be resumed from yields one ``reset`` event first (data: reason and the
         latest id), so the client knows to reload instead of silently missing events.
+
+        ``until``: the name of the event that ends the topic (a run's ``exit``). The subscription
+        ends (``ended_reason == "end"``) right after delivering the first one, and at once if it
+        starts past it. Every subscriber of a topic that passes ``until`` passes the same name.
         """
         if self.closing:
             raise RuntimeError("the hub is shut down; no new subscriptions")
         if not self._started:
             raise RuntimeError("the hub is not started: call `await hub.start()` (or use `async with Hub()`)")
-        t = await self._attach(topic)
+        t = await self._attach(topic, until)
         try:
             cursor = t.end
-            prelude: list[bytes] = []
-            after_key: tuple[int, ...] | None = None
+            page: _Page | None = None
             last_id: str | None = None
             if last_event_id:
                 pos = t.index.get(last_event_id)
                 if pos is not None and pos >= t.window_start(self.settings.window, self.settings.window_age):
                     cursor, last_id = pos + 1, last_event_id
                 else:
-                    prelude, after_key, last_id = await self._history(topic, last_event_id)
+                    page = await self._history(topic, last_event_id, until)
             # Live from the log's end now, not from the resume cursor: while other subscribers keep
             # the topic's log, the ephemeral events between the cursor and now (a typing
             # indicator, a metrics frame from seconds ago) are in it too, and must not be replayed.
-            sub = Subscription(self, t, cursor, prelude, after_key, last_id, t.end)
+            sub = Subscription(self, t, cursor, [], None, last_id, t.end, until)
+            if page is not None:
+                sub._turn(page)
+            elif sub._ends and t.final is not None and cursor > t.final:
+                sub._finish("end")  # it starts past the topic's end: nothing more will come
             yield sub
         finally:
             self._detach(t)
 
-    async def _history(self, topic: str, last_event_id: str) -> tuple[list[bytes], tuple[int, ...] | None, str | None]:
+    async def _history(self, topic: str, last_event_id: str, until: str | None) -> _Page:
+        backend = self.backend
+        limit = min(self.settings.replay_limit, backend.replay_page or self.settings.replay_limit)
         try:
-            entries = await self.backend.read_after(topic, last_event_id, self.settings.replay_limit)
+            entries = await backend.read_after(topic, last_event_id, limit)
         except UnknownEventId as exc:
             self.counts.resets[exc.reason] += 1
-            latest = await self.backend.latest_id(topic)
+            latest = await backend.latest_id(topic)
             # An id to resume from even when the topic has none yet (its origin): without one a
             # browser keeps the unresumable id and gets this reset on every reconnect.
-            resume = latest or await self.backend.origin_id(topic)
+            resume = latest or await backend.origin_id(topic)
             reset = encode_json({"reason": exc.reason, "latest_id": latest}, event="reset", id=resume)
-            return [reset], self.backend.order_key(resume), resume
-        key = self.backend.order_key(entries[-1].id if entries and entries[-1].id else last_event_id)
-        last = entries[-1].id if entries else last_event_id
-        return [_encode_entry(e) for e in entries], key, last
+            return _Page([reset], backend.order_key(resume), resume, more=False, ends=False)
+        full = len(entries) >= limit
+        ends = False
+        if until is not None:
+            for i, entry in enumerate(entries):
+                if entry.event == until:
+                    entries, ends = entries[: i + 1], True
+                    break
+        last = last_event_id
+        for entry in reversed(entries):
+            if entry.id is not None:
+                last = entry.id
+                break
+        chunks = [_encode_entry(e) for e in entries]
+        return _Page(chunks, backend.order_key(last), last, more=full and not ends, ends=ends)
 
-    async def _attach(self, name: str) -> _Topic:
+    async def _next_page(self, sub: Subscription) -> None:
+        """The next page of ``sub``'s history (it took the last one)."""
+        after = sub._more
+        assert after is not None
+        until = sub._topic.until if sub._ends else None
+        sub._turn(await self._history(sub._topic.name, after, until))
+
+    async def _attach(self, name: str, until: str | None = None) -> _Topic:
         t = self._topics.get(name)
+        if t is not None and until is not None and t.until != until:
+            raise ValueError(f"topic {name!r} is open with until={t.until!r}; every subscriber passes the same")
         if t is None:
             t = self._topics[name] = _Topic(name)
+            t.until = until
             t.subscribers += 1
             try:
                 after = await self.backend.latest_id(name)
@@ -572,7 +669,7 @@ class Hub:
         try:
             for entry in batch:
                 key = backend.order_key(entry.id) if entry.id is not None else None
-                t.append(_encode_entry(entry), entry.id, key, window)
+                t.append(_encode_entry(entry), entry.id, key, window, entry.event)
         except Exception:
             log.exception("topic %r: an event could not be encoded; ending its streams so clients resume", t.name)
             self._end_topic(t)
@@ -597,7 +694,7 @@ class Hub:
                 async for batch in backend.listen(t.name, after):
                     for entry in batch:
                         key = backend.order_key(entry.id) if entry.id is not None else None
-                        t.append(_encode_entry(entry), entry.id, key, window)
+                        t.append(_encode_entry(entry), entry.id, key, window, entry.event)
                         if entry.id is not None:
                             after = entry.id
                     t.wake()
@@ -671,6 +768,18 @@ class Hub:
             id=last_id,
             retry=random.randint(min(low, high), high),  # spreading load, not a secret
         )
+
+
+@dataclass(slots=True)
+class _Page:
+    """A page of a resume's history: its events encoded, the order key and id of its last one,
+    whether more may follow, whether it holds the topic's final event."""
+
+    chunks: list[bytes]
+    key: tuple[int, ...]
+    last_id: str
+    more: bool
+    ends: bool
 
 
 def _encode_entry(entry: Entry) -> bytes:

@@ -62,6 +62,7 @@ def sse_response(
     on_close: Callable[[], Awaitable[None]] | None = None,
     on_open: Callable[[Subscription], None] | None = None,
     farewell: Callable[[Subscription], bytes | None] | None = None,
+    until: str | None = None,
 ) -> SSEStream:
     """A streaming response of ``topic`` from ``last_id`` on.
 
@@ -69,6 +70,7 @@ def sse_response(
     hint: a ``snapshot`` or ``session`` event. ``on_open`` gets the subscription (to end it
     later with ``sub.close()``); ``farewell`` may give a last event when it was ended that way.
     ``on_close`` runs when the stream ends for any reason, the client vanishing included.
+    ``until`` names the topic's final event: the response ends after it (see ``Hub.subscribe``).
     """
     if not hub.accepting:
         # Refuse before any header is sent, so the client retries (and lands on the new server).
@@ -80,7 +82,7 @@ def sse_response(
         if on_open is not None:
             on_open(sub)
 
-    return SSEStream(hub, _HubBody(hub, topic, last_id, prelude, retry_ms, on_close, opened, farewell), subs)
+    return SSEStream(hub, _HubBody(hub, topic, last_id, prelude, retry_ms, on_close, opened, farewell, until), subs)
 
 
 class SSEStream(Stream):
@@ -265,7 +267,7 @@ class _HubBody:
     saved here is saved a thousand times per event with a thousand subscribers.
     """
 
-    __slots__ = ("farewell", "hub", "last_id", "on_close", "on_open", "prelude", "retry_ms", "topic")
+    __slots__ = ("farewell", "hub", "last_id", "on_close", "on_open", "prelude", "retry_ms", "topic", "until")
 
     def __init__(
         self,
@@ -277,6 +279,7 @@ class _HubBody:
         on_close: Callable[[], Awaitable[None]] | None,
         on_open: Callable[[Subscription], None],
         farewell: Callable[[Subscription], bytes | None] | None,
+        until: str | None = None,
     ) -> None:
         self.hub = hub
         self.topic = topic
@@ -286,6 +289,7 @@ class _HubBody:
         self.on_close = on_close
         self.on_open = on_open
         self.farewell = farewell
+        self.until = until
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         raise TypeError("the body of sse_response() is written by its response, not iterated")
@@ -293,7 +297,7 @@ class _HubBody:
     async def run(self, out: _SSEASGIResponse) -> None:
         hub = self.hub
         try:
-            async with hub.subscribe(self.topic, self.last_id) as sub:
+            async with hub.subscribe(self.topic, self.last_id, until=self.until) as sub:
                 self.on_open(sub)
                 first = encode(retry=self.retry_ms)
                 prelude = self.prelude

@@ -30,10 +30,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from litestar.exceptions import HTTPException
-
 from .backends import BackendUnavailable
 from .hub import Hub
+from .problems import NoHandler, PeerFailed, PeerTimeout, Problem, Unavailable, problem_of
 
 __all__ = ["Handler", "Peer", "Router", "new_instance_id"]
 
@@ -99,24 +98,28 @@ class Router:
     # -- handlers and calls -----------------------------------------------------------------
 
     def handle(self, method: str, fn: Handler) -> None:
-        """Serve ``method`` for other instances (and for local calls). Raise HTTPException for
-        4xx/5xx outcomes: the caller gets the same status and detail."""
+        """Serve ``method`` for other instances (and for local calls). Raise a ``Problem`` (or an
+        app's HTTP exception) for 4xx/5xx outcomes: the caller gets the same status and detail."""
         self._handlers[method] = fn
 
     async def call(self, instance: str, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
-        """Run ``method`` on ``instance`` and return its result; its HTTP errors are re-raised here.
+        """Run ``method`` on ``instance`` and return its result; its errors are re-raised here as
+        :class:`~shared.problems.Problem` with the same status and detail.
 
-        503 if the instance is unknown or gone, or goes away while the call waits (a goodbye, or
-        three missed beats after a ``kill -9``); 504 if it did not answer within ``timeout``.
+        ``Unavailable`` (503) if the instance is unknown or gone, or goes away while the call waits
+        (a goodbye, or three missed beats after a ``kill -9``); ``PeerTimeout`` (504) if it did not
+        answer within ``timeout``.
         """
         if instance == self.instance:
-            return await self._dispatch(method, params)
+            try:
+                return await self._dispatch(method, params)
+            except Exception as exc:
+                problem = problem_of(exc)
+                if problem is None or problem is exc:
+                    raise
+                raise problem from exc  # as a remote call would: the same error, however it was raised
         if instance not in self.peers():
-            raise HTTPException(
-                status_code=503,
-                detail=f"instance {instance!r} is not reachable (stopped, or not started yet)",
-                headers={"Retry-After": "1"},
-            )
+            raise Unavailable(f"instance {instance!r} is not reachable (stopped, or not started yet)")
         timeout = self.timeout if timeout is None else timeout
         cid = uuid.uuid4().hex
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -128,9 +131,7 @@ class Router:
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except TimeoutError:
-                raise HTTPException(
-                    status_code=504, detail=f"instance {instance!r} did not answer {method!r} within {timeout:g}s"
-                ) from None
+                raise PeerTimeout(f"instance {instance!r} did not answer {method!r} within {timeout:g}s") from None
         finally:
             self._waiting.pop(cid, None)
             self._callee.pop(cid, None)
@@ -158,16 +159,14 @@ class Router:
     async def _dispatch(self, method: str, params: Any) -> Any:
         fn = self._handlers.get(method)
         if fn is None:
-            raise HTTPException(status_code=501, detail=f"no instance handler for {method!r}")
+            raise NoHandler(f"no instance handler for {method!r}")
         return await fn(params)
 
     async def _send(self, topic: str, message: dict[str, Any], event: str) -> None:
         try:
             await self.hub.backend.append(topic, json.dumps(message, separators=(",", ":")), event, ephemeral=True)
         except BackendUnavailable as exc:
-            raise HTTPException(
-                status_code=503, detail=f"the backend is unavailable: {exc}", headers={"Retry-After": "1"}
-            ) from None
+            raise Unavailable(f"the backend is unavailable: {exc}") from None
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -175,17 +174,18 @@ class Router:
         reply: dict[str, Any] = {"id": message.get("id")}
         try:
             reply["result"] = await self._dispatch(str(message.get("method")), message.get("params"))
-        except HTTPException as exc:
+        except Exception as exc:
+            problem = problem_of(exc)
+            if problem is None:  # a bug in a handler must still answer, or the caller waits
+                log.exception("routed call %r failed", message.get("method"))
+                problem = PeerFailed(f"instance {self.instance!r} failed: {exc}")
             reply["error"] = {
-                "status_code": exc.status_code,
-                "detail": exc.detail,
-                "extra": exc.extra,
-                "headers": dict(exc.headers or {}),
+                "status_code": problem.status_code,
+                "detail": problem.detail,
+                "extra": problem.extra,
+                "headers": problem.headers,
             }
-        except Exception as exc:  # a bug in a handler must still answer, or the caller waits
-            log.exception("routed call %r failed", message.get("method"))
-            reply["error"] = {"status_code": 502, "detail": f"instance {self.instance!r} failed: {exc}"}
-        with contextlib.suppress(HTTPException):  # the caller times out if the reply is lost
+        with contextlib.suppress(Problem):  # the caller times out if the reply is lost
             await self._send(self._inbox(str(message.get("from"))), reply, "reply")
 
     def _take_reply(self, message: dict[str, Any]) -> None:
@@ -197,9 +197,9 @@ class Router:
             future.set_result(message.get("result"))
         else:
             future.set_exception(
-                HTTPException(
+                Problem(
+                    str(error.get("detail", "")),
                     status_code=int(error.get("status_code", 502)),
-                    detail=str(error.get("detail", "")),
                     extra=error.get("extra") or None,
                     headers=error.get("headers") or None,
                 )
@@ -260,13 +260,7 @@ class Router:
         for cid, callee in list(self._callee.items()):
             future = self._waiting.get(cid)
             if callee == instance and future is not None and not future.done():
-                future.set_exception(
-                    HTTPException(
-                        status_code=503,
-                        detail=f"instance {instance!r} stopped before answering",
-                        headers={"Retry-After": "1"},
-                    )
-                )
+                future.set_exception(Unavailable(f"instance {instance!r} stopped before answering"))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -274,7 +268,7 @@ class Router:
         task.add_done_callback(self._tasks.remove)
 
     async def _announce(self, event: str) -> None:
-        with contextlib.suppress(HTTPException):
+        with contextlib.suppress(Problem):
             await self._send(self._roll, {"instance": self.instance, "meta": self.meta}, event)
 
     async def _beats(self) -> None:
@@ -311,9 +305,7 @@ class Router:
                 await asyncio.wait_for(self._announce("bye"), 1.0)
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(
-                    HTTPException(status_code=503, detail="server is shutting down", headers={"Retry-After": "1"})
-                )
+                future.set_exception(Unavailable("server is shutting down"))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -60,9 +60,7 @@ def create_app(settings: Settings | None = None) -> Mounts:
         "/bidi": bidi.create_app(Hub(from_url(s.backend_url))),
         # memory:// keeps the chat in SQLite (one process); redis:// puts all of it in Redis.
         "/chat": chat.create_app(s.data_dir, backend_url=s.backend_url),
-        "/exec": remote_exec.create_app(
-            s.data_dir, token=s.exec_token, policy=s.exec_policy, backend=s.backend_url
-        ),
+        "/exec": remote_exec.create_app(s.data_dir, token=s.exec_token, policy=s.exec_policy, backend=s.backend_url),
         "/dashboard": dashboard.create_app(
             s.data_dir, control_token=s.dashboard_token, hub=Hub(from_url(s.backend_url))
         ),

@@ -14,6 +14,12 @@ from tests.rig import LiveServer, wait_until
 pytestmark = pytest.mark.browser
 
 
+def _epoch(hub: Hub) -> str:
+    backend = hub.backend
+    assert isinstance(backend, MemoryBackend)
+    return backend.epoch
+
+
 @pytest.fixture
 def server() -> Iterator[LiveServer]:
     backend = MemoryBackend()  # survives restarts, standing in for a durable store
@@ -121,7 +127,7 @@ def test_after_a_restart_the_reset_gives_the_browser_an_id_to_resume_from(page: 
 
     with LiveServer(factory) as srv:
         page.goto(srv.url + "/")
-        first_origin = f"{hubs[0].backend.epoch}-0"  # replay from the start: the event above
+        first_origin = f"{_epoch(hubs[0])}-0"  # replay from the start: the event above
         page.evaluate(
             """(origin) => { window.got = []; const es = new EventSource('/s?last_event_id=' + origin);
                  es.onmessage = (e) => got.push(['message', e.lastEventId]);
@@ -134,7 +140,7 @@ def test_after_a_restart_the_reset_gives_the_browser_an_id_to_resume_from(page: 
         wait_until(lambda: len(page.evaluate("got")) == 2, what="the reset")
         kind, reset_id = page.evaluate("got")[1]
         assert kind == "reset"
-        assert reset_id == f"{hubs[1].backend.epoch}-0"  # its origin_id()
+        assert reset_id == f"{_epoch(hubs[1])}-0"  # its origin_id()
         srv.restart()
         wait_until(lambda: len(seen) >= 3, what="the reconnect after the second restart")
     assert seen[:3] == [None, old_id, reset_id]  # the old id was sent once, then the reset's

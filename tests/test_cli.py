@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -223,7 +224,7 @@ def test_listen_resumes_across_a_server_restart_with_nothing_lost_or_doubled() -
     backend = MemoryBackend()  # one backend across the restart, standing in for a durable store
     srv = LiveServer(lambda: basics.create_app(Hub(backend), interval=0.05)).start()
     listener = Lines("listen", "--json", srv.url + "/basics/events", "-n", "30")
-    events = []
+    events: list[Any] = []
     try:
         while len(events) < 30:
             line = listener.next()

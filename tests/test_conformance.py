@@ -149,7 +149,7 @@ def _sse_starlette_app() -> Any:
             yield ServerSentEvent(data="line one\nline two", id="1")
             yield ServerSentEvent(data="", event="foo")
             yield ServerSentEvent(comment="just a comment")
-            yield ServerSentEvent(data="{\"x\": 1}", event="foo", id="café")
+            yield ServerSentEvent(data='{"x": 1}', event="foo", id="café")
             yield ServerSentEvent(data="last", retry=100)
 
         return EventSourceResponse(gen(), ping=600)

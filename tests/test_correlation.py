@@ -488,17 +488,16 @@ async def test_an_answer_racing_the_timeout_is_refused_not_swallowed() -> None:
 
 async def test_sessions_are_capped() -> None:
     """Each session is kept for the grace period; past the cap a new one is refused with 429."""
-    from litestar.exceptions import HTTPException
-
     from shared import Hub
     from shared.correlation import Correlator
+    from shared.problems import TooMany
 
     async with Hub() as hub:
         correlator = Correlator(hub, max_sessions=3, grace=5)
         for i in range(3):
             correlator.open_session(f"c{i}", None)
         assert correlator.has_session("c1")
-        with pytest.raises(HTTPException) as refused:
+        with pytest.raises(TooMany) as refused:
             correlator.open_session("c3", None)
         assert refused.value.status_code == 429
         assert "too many client sessions" in refused.value.detail

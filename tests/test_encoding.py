@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,8 +129,9 @@ def test_nul_in_data_is_sent_as_is() -> None:
 
 @pytest.mark.parametrize("field", ["data", "event", "comment"])
 def test_a_lone_surrogate_is_a_clear_value_error(field: str) -> None:
+    kwargs: dict[str, Any] = {field: "x\ud800y"}
     with pytest.raises(ValueError, match="lone surrogate") as info:
-        encode(**{field: "x\ud800y"})
+        encode(**kwargs)
     assert type(info.value) is ValueError  # not a UnicodeEncodeError from deep inside
 
 

@@ -16,10 +16,10 @@ from shared.decoder import Decoder
 
 async def collect(
     hub: Hub, topic: str, n: int, last_id: str | None = None, started: asyncio.Event | None = None, limit: float = 10
-) -> list[tuple[str, str, str]]:
+) -> list[tuple[str, str | None, str]]:
     """Subscribe and return (event, id, data) of the next ``n`` events."""
     parser = Decoder()
-    out: list[tuple[str, str, str]] = []
+    out: list[tuple[str, str | None, str]] = []
 
     async def run() -> None:
         async with hub.subscribe(topic, last_id) as sub:
@@ -206,7 +206,7 @@ class FailingOnce(MemoryBackend):
         super().__init__()
         self.failures = 0
 
-    def follow(self, topic: str, after: str | None, deliver: Any) -> None:
+    def follow(self, topic: str, after: str | None, deliver: Any) -> None:  # type: ignore[override]
         return None  # read through listen(), which fails below
 
     async def listen(self, topic: str, after: str | None) -> AsyncIterator[list[Entry]]:

@@ -8,10 +8,11 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import NotFoundException
 
 from shared import Hub
 from shared.backends import from_url
+from shared.problems import Problem
 from shared.routing import Router
 from tests.rig import RedisServer
 
@@ -42,10 +43,10 @@ async def test_with_one_instance_a_call_is_a_local_call_with_the_same_errors() -
         await router.start()
         try:
             assert await router.call("solo", "echo", [1, "x"]) == {"echo": [1, "x"]}
-            with pytest.raises(HTTPException) as err:
+            with pytest.raises(Problem) as err:
                 await router.call("solo", "missing", "r1")
             assert (err.value.status_code, err.value.detail) == (404, "no run 'r1'")
-            with pytest.raises(HTTPException) as err:
+            with pytest.raises(Problem) as err:
                 await router.call("elsewhere", "echo", 1)
             assert err.value.status_code == 503
             assert list(router.peers()) == ["solo"]
@@ -93,10 +94,10 @@ async def test_instances_find_each_other_and_call_across_redis(two: tuple[Router
 async def test_a_remote_http_error_keeps_its_status_and_detail(two: tuple[Router, Router]) -> None:
     a, _ = two
     await until_peers(a, {"a", "b"})
-    with pytest.raises(HTTPException) as err:
+    with pytest.raises(Problem) as err:
         await a.call("b", "missing", "r9")
     assert (err.value.status_code, err.value.detail) == (404, "no run 'r9'")
-    with pytest.raises(HTTPException) as err:
+    with pytest.raises(Problem) as err:
         await a.call("b", "no-such-method")
     assert err.value.status_code == 501
 
@@ -105,13 +106,13 @@ async def test_a_remote_http_error_keeps_its_status_and_detail(two: tuple[Router
 async def test_an_owner_that_does_not_answer_is_a_504_and_a_stopped_one_a_503(two: tuple[Router, Router]) -> None:
     a, b = two
     await until_peers(a, {"a", "b"})
-    with pytest.raises(HTTPException) as err:
+    with pytest.raises(Problem) as err:
         await a.call("b", "stuck", timeout=0.3)
     assert err.value.status_code == 504
     assert a.stats()["waiting"] == 0
     await b.close()  # says goodbye: a forgets it at once
     await until_peers(a, {"a"})
-    with pytest.raises(HTTPException) as err:
+    with pytest.raises(Problem) as err:
         await a.call("b", "echo", 1)
     assert err.value.status_code == 503
 

@@ -195,7 +195,9 @@ def test_no_secret_is_compared_with_eq() -> None:
     [
         ("dashboard/auth.py", "tokens_equal"),
         ("remote_exec/auth.py", "tokens_equal"),
-        ("shared/correlation.py", "tokens_equal"),
+        ("shared/rpc_sessions.py", "tokens_equal"),
+        ("shared/rpc_pending.py", "tokens_equal"),
+        ("shared/rpc_forwarding.py", "tokens_equal"),
         ("chat/session.py", "hmac.compare_digest"),
         ("shared/security.py", "hmac.compare_digest"),
     ],

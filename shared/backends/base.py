@@ -84,6 +84,9 @@ class Backend(ABC):
     # Whether other processes can see this backend's topics (Redis: yes; in-process ones: no).
     # With False, an app knows it is the only instance and needs no election or routing.
     spans_processes: ClassVar[bool] = False
+    # Events per page of a resume's history, if this backend wants pages smaller than the hub's
+    # ``replay_limit`` (events that are large: a run's output, up to 64 KiB each).
+    replay_page: ClassVar[int | None] = None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections; called once before use."""

@@ -27,6 +27,10 @@ Retention: appends go through a Lua script that trims in small batches with ``XT
 records the last trimmed id with ``XSETID ... MAXDELETEDID``. Plain ``XADD MAXLEN`` does not
 update ``max-deleted-entry-id``, and without it "is anything after this id gone?" cannot be
 answered exactly. Needs Redis 7.0 or later.
+
+The stream layout and that retention live in one place, ``lua/stream.lua`` (``sse_append``). An
+app that must append events in the same atomic step as its own writes builds its script on it
+with :meth:`RedisBackend.stream_script` (chat's sends do), instead of writing the streams itself.
 """
 
 from __future__ import annotations
@@ -48,11 +52,13 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from .base import Backend, BackendUnavailable, Entry, OpStats, ResetReason, UnknownEventId
+from .lua import load_lua, with_streams
 from .redis_url import REDIS_SCHEMES, make_pool, url_options, where
 
-__all__ = ["RedisBackend", "parse_stream_id"]
+__all__ = ["RedisBackend", "StreamScript", "parse_stream_id"]
 
 log = logging.getLogger(__name__)
 
@@ -76,36 +82,20 @@ _EPH_HINT_MAX_AGE = 5.0
 Key = tuple[int, int]
 T = TypeVar("T")
 
-# KEYS[1] stream[, KEYS[2] the epoch key]; ARGV: maxlen, slack, data[, event]. Returns the new id
-# and the epoch it was written in (false if none is set: Redis lost it, and the caller makes one).
-_APPEND = """
-local fields = {'d', ARGV[3]}
-if #ARGV >= 4 then fields[3] = 'e'; fields[4] = ARGV[4] end
-local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
-local maxlen = tonumber(ARGV[1])
-local len = redis.call('XLEN', KEYS[1])
-if len > maxlen + tonumber(ARGV[2]) then
-  local drop = len - maxlen
-  local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', drop + 1)
-  redis.call('XTRIM', KEYS[1], 'MINID', head[drop + 1][1])
-  redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', head[drop][1])
-end
-local epoch = false
-if #KEYS >= 2 then epoch = redis.call('GET', KEYS[2]) end
-return {id, epoch}
-"""
 
-# KEYS[1] stream, KEYS[2] ephemeral stream; ARGV: maxlen, ttl ms, data[, event].
-_EPHEMERAL = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local anchor = '0-0'
-if #last > 0 then anchor = last[1][1] end
-local fields = {'a', anchor, 'd', ARGV[3]}
-if #ARGV >= 4 then fields[5] = 'e'; fields[6] = ARGV[4] end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return anchor
-"""
+class StreamScript:
+    """A script made by :meth:`RedisBackend.stream_script`: ``await script(keys, args)`` runs it
+    with the backend's retention added as the last two ARGV (the library takes them off)."""
+
+    __slots__ = ("_backend", "_script")
+
+    def __init__(self, backend: RedisBackend, script: AsyncScript) -> None:
+        self._backend = backend
+        self._script = script
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        b = self._backend
+        return await self._script(keys=keys, args=[*args, b.maxlen, b.trim_slack])
 
 
 def parse_stream_id(event_id: str) -> Key:
@@ -313,6 +303,17 @@ class RedisBackend(Backend):
         """The Redis key of ``topic``'s stored events."""
         return f"{self.prefix}stream:{topic}"
 
+    def stream_script(self, source: str, client: Redis | None = None) -> StreamScript:
+        """An app's Lua script that appends events to this backend's streams in the same atomic
+        step as its own writes (chat: a message, its idempotency key and its event).
+
+        ``source`` runs after ``lua/stream.lua``: it appends with ``sse_append(stream_key, data,
+        event, mark, on_trim)`` (keys from :meth:`stream_key`), with this backend's retention,
+        the stream fields the backend reads, and ``on_trim(mark)`` for each trimmed entry that
+        carries a mark. ``client``: the connection to run it on (default: the backend's own).
+        """
+        return StreamScript(self, (client or self._client()).register_script(with_streams(source)))
+
     def ephemeral_key(self, topic: str) -> str:
         return f"{self.prefix}ephemeral:{topic}"
 
@@ -326,8 +327,8 @@ class RedisBackend(Backend):
         if self._redis is None:
             self._redis = Redis(connection_pool=make_pool(self.url, self._options))
             self._scripts = {
-                "append": self._redis.register_script(_APPEND),
-                "ephemeral": self._redis.register_script(_EPHEMERAL),
+                "append": self._redis.register_script(with_streams(load_lua("shared.backends", "lua/append.lua"))),
+                "ephemeral": self._redis.register_script(load_lua("shared.backends", "lua/ephemeral.lua")),
             }
         return self._redis
 
@@ -417,7 +418,7 @@ class RedisBackend(Backend):
                 script = self._scripts["ephemeral"]
                 await self._io(script(keys=keys, args=[self.ephemeral_maxlen, ttl_ms, data, *extra]))
                 return Entry(None, event, data)
-            args = [self.maxlen, self.trim_slack, data, *extra]
+            args = [data, *extra, self.maxlen, self.trim_slack]  # retention last: see lua/stream.lua
             keys = [self.stream_key(topic), self._epoch_key]
             new_id, epoch = await self._io(self._scripts["append"](keys=keys, args=args))
             if not epoch:

@@ -3,7 +3,9 @@
 A store is where topics live; ``store.instance()`` is one app instance's backend on it. For
 ``memory`` every instance is the same object (one process stands in for the cluster); for
 ``redis`` each instance is its own ``RedisBackend`` (own reader, own pool) on one throwaway
-``redis-server`` started by the ``redis_server`` fixture.
+``redis-server`` started by the ``redis_server`` fixture; ``sqlite`` is chat's
+``SqliteBackend`` on a real database file (one object per process, as memory; losing the store
+is a new file).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 from redis.asyncio import Redis
 
+from chat.backend import SqliteBackend
+from chat.db import Database
 from shared.backends import Backend, MemoryBackend
 from shared.backends.redis import RedisBackend, parse_stream_id, split_event_id
 from tests.rig import RedisServer
@@ -29,6 +33,14 @@ class Store:
     # redis, FLUSHALL (as a restart without persistence, or a failover to an empty replica).
     lose: Callable[[], Awaitable[None]]
     made: list[Backend] = field(default_factory=list)
+    # Whether the store drops old events past a retention (memory, Redis). Chat's SQLite log keeps
+    # every event: a resume too far behind is refused per read (``evicted`` past the read's limit).
+    evicts: bool = True
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def needs_retention(self) -> None:
+        if not self.evicts:
+            pytest.skip(f"{self.kind} keeps every event: nothing is evicted by retention")
 
     def instance(self, retention: int = SMALL) -> Backend:
         """The backend of one more app instance on this store, keeping ``retention`` events per topic."""
@@ -38,7 +50,7 @@ class Store:
 
     def future_id(self, latest: str) -> str:
         """A well-formed id past ``latest``: what a client of a wiped server might send."""
-        if self.kind == "memory":
+        if self.kind in ("memory", "sqlite"):
             epoch, _, seq = latest.partition("-")
             return f"{epoch}-{int(seq) + 100}"
         raw, tag = split_event_id(latest)
@@ -47,7 +59,7 @@ class Store:
 
     def foreign_id(self, stored: str) -> str:
         """Well-formed, not from the future, yet never handed out by this store."""
-        if self.kind == "memory":
+        if self.kind in ("memory", "sqlite"):
             epoch, _, _ = stored.partition("-")
             other = "".join("a" if c != "a" else "b" for c in epoch)
             return f"{other}-1"
@@ -56,8 +68,9 @@ class Store:
         return f"{ms}-{seq + 1}.{tag}"  # callers make sure the next entry has a later millisecond
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis), "sqlite"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    s: Store
     if request.param == "memory":
         memory: dict[int, MemoryBackend] = {}
 
@@ -70,7 +83,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
             memory.clear()
 
         s = Store("memory", make_memory, lose_memory)
-    else:
+    elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
 
         def make_redis(retention: int) -> Backend:
@@ -82,6 +95,23 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
             await client.aclose()
 
         s = Store("redis", make_redis, flushall)
+    else:
+        tmp = request.getfixturevalue("tmp_path")
+        current: list[tuple[Database, SqliteBackend]] = []
+
+        async def new_file() -> None:
+            db = Database(tmp / f"chat{len(s.closers)}.sqlite3")
+            await db.open()
+            s.closers.append(db.close)
+            current[:] = [(db, SqliteBackend(db))]
+
+        def make_sqlite(retention: int) -> Backend:
+            return current[0][1]
+
+        s = Store("sqlite", make_sqlite, new_file, evicts=False)
+        await new_file()
     yield s
     for backend in s.made:
         await backend.close()
+    for close in s.closers:
+        await close()

@@ -62,7 +62,7 @@ class Subscriber:
     """A hub subscription (what one SSE client gets) as ``(event, id, data)`` tuples."""
 
     def __init__(self, hub: Hub, topic: str, last_id: str | None = None) -> None:
-        self.events: list[tuple[str, str, str]] = []
+        self.events: list[tuple[str, str | None, str]] = []
         self.ready = asyncio.Event()
         self.task = asyncio.create_task(self._run(hub, topic, last_id))
 
@@ -73,7 +73,7 @@ class Subscriber:
             async for chunk in sub:
                 self.events.extend((e.event, e.id, e.data) for e in parser.feed(chunk))
 
-    async def until(self, n: int, timeout: float = 10.0) -> list[tuple[str, str, str]]:
+    async def until(self, n: int, timeout: float = 10.0) -> list[tuple[str, str | None, str]]:
         def done() -> bool:
             return self.task.done() and len(self.events) < n
 

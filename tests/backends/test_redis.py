@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 
 from shared import Hub
 from shared.backends import BackendUnavailable, UnknownEventId, from_url
-from shared.backends.redis import _APPEND, RedisBackend, parse_stream_id
+from shared.backends.lua import load_lua, with_streams
+from shared.backends.redis import RedisBackend, parse_stream_id
 from tests.rig import RedisServer
 
 from .helpers import Listening, Subscriber
@@ -25,6 +26,9 @@ async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_server.url, decode_responses=True)
     yield client
     await client.aclose()
+
+
+APPEND = with_streams(load_lua("shared.backends", "lua/append.lua"))  # the backend's own append
 
 
 def backend_for(server: RedisServer, query: str = "maxlen=1000") -> RedisBackend:
@@ -168,7 +172,7 @@ async def test_a_gap_past_retention_is_reported_not_skipped(
                 if disconnect:
                     pipe.execute_command("CLIENT", "KILL", "ID", reader)
                 for i in range(10):
-                    pipe.eval(_APPEND, 1, b.stream_key("t"), 5, 0, f"burst{i}")
+                    pipe.eval(APPEND, 1, b.stream_key("t"), f"burst{i}", 5, 0)
                 await pipe.execute()
             error = await lis.ended()
             assert isinstance(error, UnknownEventId)
@@ -230,7 +234,7 @@ async def test_a_gap_reaches_hub_subscribers_as_a_reset(redis_server: RedisServe
         async with admin.pipeline(transaction=True) as pipe:
             pipe.execute_command("CLIENT", "KILL", "ID", reader)
             for i in range(10):
-                pipe.eval(_APPEND, 2, b.stream_key("t"), b._epoch_key, 5, 0, f"burst{i}")
+                pipe.eval(APPEND, 2, b.stream_key("t"), b._epoch_key, f"burst{i}", 5, 0)
             raw, epoch = (await pipe.execute())[-1]
             latest = f"{raw}.{epoch.rpartition('.')[2]}"  # as the backend tags it
         deadline = time.monotonic() + 10
@@ -351,3 +355,45 @@ async def test_lost_data_gives_every_live_reader_an_epoch_reset_first(
         assert a.backend.epoch == b.backend.epoch  # type: ignore[attr-defined]
         for s in subs:
             await s.stop()
+
+
+# -- an app's script on the backend's streams (issue 17.4) ---------------------------------------
+
+# What chat's sends do: the app's own write (here a hash) and its event in one script, with a mark
+# on the event that comes back to the script when the event is trimmed (chat forgets the message).
+APP_SCRIPT = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return sse_append(KEYS[1], ARGV[2], 'message', ARGV[1], function(mark) redis.call('HDEL', KEYS[2], mark) end)
+"""
+
+
+@pytest.mark.redis
+async def test_an_app_script_appends_events_the_backend_reads_and_trims(
+    redis_server: RedisServer, admin: Redis
+) -> None:
+    """The contract between ``sse_append`` and the backend: an event an app's script appends is read
+    back by the backend with its event name and data, under the backend's retention (the trim
+    records what it dropped, so an old id is ``evicted``), and the app hears of each trimmed mark.
+    A change to the stream fields or the trim on either side fails here, not silently in chat."""
+    b = backend_for(redis_server, "maxlen=4&trim=exact&prefix=app:")
+    try:
+        await b.start()
+        script = b.stream_script(APP_SCRIPT)
+        keys = [b.stream_key("room"), "app:things"]
+        # The script returns the stream id; the backend makes it an SSE id (with the epoch's tag).
+        ids = [await b.event_id(str(await script(keys, [f"k{i}", f"v{i}"]))) for i in range(7)]
+        origin = await b.origin_id("room")
+        with pytest.raises(UnknownEventId) as info:
+            await b.read_after("room", origin, 10)
+        assert info.value.reason == "evicted"  # v0..v2 trimmed, and the backend knows it
+        kept = await b.read_after("room", ids[2], 10)
+        assert [(e.event, e.data) for e in kept] == [("message", f"v{i}") for i in range(3, 7)]
+        assert [e.id for e in kept] == ids[3:]
+        assert await b.latest_id("room") == ids[-1]
+        # The app forgot exactly what was trimmed (its marks), in the same atomic step.
+        assert sorted(await admin.hkeys("app:things")) == [f"k{i}" for i in range(3, 7)]
+        # And the backend's own append keeps working on the same stream, with the same ids.
+        entry = await b.append("room", "plain")
+        assert (await b.read_after("room", ids[-1], 10)) == [entry]
+    finally:
+        await b.close()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, expect
+from playwright.sync_api import BrowserContext, Dialog, expect
 
 from chat import ChatSettings, create_app
 from tests.rig import LiveServer, wait_until
@@ -202,7 +202,12 @@ def test_user_text_is_never_html(new_context: Contexts, server: LiveServer) -> N
     alice = User(new_context, server, "alice")
     bob = User(new_context, server, "bob")
     dialogs: list[str] = []
-    bob.page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(d: Dialog) -> None:
+        dialogs.append(d.message)
+        d.dismiss()
+
+    bob.page.on("dialog", on_dialog)
     title = bob.page.title()
     payloads = [
         "<img src=x onerror=\"document.title='pwned';alert(1)\">",

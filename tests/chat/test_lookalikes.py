@@ -10,6 +10,7 @@ reactions that carry them are refused with a 422 naming the character.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def servers(kind: str, tmp_path: Path) -> Iterator[list[httpx.Client]]:
         out = []
         for i in range(2 if kind == "redis" else 1):
             d = tmp_path / f"i{i}"
-            srv = stack.enter_context(LiveServer(lambda d=d: create_app(d, settings=ChatSettings(), backend_url=url)))
+            srv = stack.enter_context(
+                LiveServer(functools.partial(create_app, d, settings=ChatSettings(), backend_url=url))
+            )
             out.append(stack.enter_context(httpx.Client(base_url=srv.url, timeout=10)))
         yield out
 

@@ -10,6 +10,7 @@ Real uvicorn, real streams; short grace and heartbeat so the test is quick, ``na
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,9 @@ def instances(kind: str, tmp_path: Path) -> Iterator[list[LiveServer]]:
         out = []
         for i in range(2 if kind == "redis" else 1):
             d = tmp_path / f"i{i}"
-            out.append(stack.enter_context(LiveServer(lambda d=d: create_app(d, settings=settings, backend_url=url))))
+            out.append(
+                stack.enter_context(LiveServer(functools.partial(create_app, d, settings=settings, backend_url=url)))
+            )
         yield out
 
 

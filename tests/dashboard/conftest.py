@@ -57,7 +57,7 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 def start_time(pid: int) -> float:
     """As the frames list it (1/100 s)."""
-    return round(psutil.Process(pid).create_time(), 2)
+    return round(float(psutil.Process(pid).create_time()), 2)
 
 
 class Watcher:

@@ -201,7 +201,7 @@ def test_unknown_page_session_is_422(dash: LiveServer, sleeper: subprocess.Popen
 
 def test_commands_and_settings_are_replayed_on_resume_frames_are_not(dash: LiveServer) -> None:
     def done(e: Any) -> bool:
-        return e.event == "command" and json.loads(e.data)["phase"] == "succeeded"
+        return bool(e.event == "command" and json.loads(e.data)["phase"] == "succeeded")
 
     first = Watcher(dash.url + "/dashboard/events")
     try:
@@ -236,14 +236,14 @@ def test_alert_rules_fire_and_resolve_over_the_stream(dash: LiveServer) -> None:
         r = post(dash, {"action": "set_rules", "rules": rules}, BEARER)
         assert r.status_code == 200
         assert r.json()["detail"] == "alert rules: Memory > 0.001 % for 0.5 s"
-        wait_until(lambda: watcher.of("alert"), what="the alert")
+        wait_until(lambda: bool(watcher.of("alert")), what="the alert")
         alert = watcher.of("alert")[0]
         assert alert["at"] - alert["since"] >= 0.5
         assert (
             httpx.get(dash.url + "/dashboard/snapshot").json()["alerts"]["active"][0]["alert_id"] == alert["alert_id"]
         )
         assert post(dash, {"action": "set_rules", "rules": []}, BEARER).status_code == 200
-        wait_until(lambda: watcher.of("resolved"), what="the resolution")
+        wait_until(lambda: bool(watcher.of("resolved")), what="the resolution")
     finally:
         watcher.stop()
     resolved = watcher.of("resolved")[0]

@@ -15,8 +15,10 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from dashboard.probe import psutil as probe_psutil
+from dashboard import probe
 from tests.dashboard.conftest import dashboard_server
+
+probe_psutil: Any = vars(probe)["psutil"]  # the psutil the probe reads processes with (patched below)
 
 
 async def test_one_sampler_whatever_the_number_of_viewers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

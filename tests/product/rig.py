@@ -117,7 +117,7 @@ class RawStream:
             pos = eol + 2 + size + 2
         return bytes(out)
 
-    def events(self) -> list[tuple[str, str, str]]:
+    def events(self) -> list[tuple[str, str | None, str]]:
         return [(e.event, e.id, e.data) for e in Decoder().feed(self.body())]
 
     def text(self) -> str:

@@ -36,7 +36,8 @@ def test_alive_and_ready_with_every_check_named(tmp_path: Path) -> None:
 async def test_sigterm_turns_not_ready_first_then_ends_the_streams(tmp_path: Path) -> None:
     product = Product(tmp_path, "--drain-seconds", str(DRAIN_S)).start()
     try:
-        paths = [("/basics/events", {})] * 20 + [("/dashboard/events", {})] * 10
+        none: dict[str, str] = {}
+        paths = [("/basics/events", none)] * 20 + [("/dashboard/events", {})] * 10
         streams = await open_streams(product.port, paths)
         for s in streams:
             await wait_body(s, b"retry:")

@@ -38,7 +38,7 @@ def scrape(product: Product) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 def value(m: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+    return float(m.get((name, tuple(sorted(labels.items()))), 0.0))
 
 
 async def test_metrics_move_with_the_traffic(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ async def test_chat_resume_skips_typing_and_presence_from_while_away(product: Pr
         first = await alice.post(room + "/messages", json={"text": "before", "client_msg_id": "r1"})
         assert first.status_code == 201, first.text
         await wait_body(away, b"before")
-        last_id = [i for e, i, d in away.events() if e == "message" and "before" in d][-1]
+        last_id = [i for e, i, d in away.events() if e == "message" and "before" in d and i][-1]
         await away.close()  # bob closes his tab
         assert (await alice.post(room + "/typing")).status_code == 204
         # Past the 5 s presence grace: bob's `leave` is published while he is away.
@@ -82,7 +82,7 @@ async def test_dashboard_resume_gets_no_stale_metrics_frames(product: Product) -
         r = await http.post("/dashboard/commands", json={"action": "set_interval", "seconds": 0.25})
         assert r.status_code == 200, r.text
         await wait_body(away, b"event: settings")
-        last_id = [i for e, i, _ in away.events() if e == "settings"][-1]
+        last_id = [i for e, i, _ in away.events() if e == "settings" and i][-1]
         await away.close()
         await asyncio.sleep(2.5)  # ~10 frames published while away
         back_at = time.time()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,10 @@ from .helpers import TOKEN, ExecClient, Watcher, alive, make_policy, output, rea
 pytestmark = pytest.mark.redis
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sees_both(client: ExecClient) -> bool:
+    return len(client.http.get("/exec/runs").json()["instances"]) == 2
 
 
 def instance(data_dir: Path, policy: Policy, redis: RedisServer, name: str) -> LiveServer:
@@ -73,7 +78,7 @@ def pair(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[LiveServer
             ExecClient(two.url) as c2,
         ):
             for client in (c1, c2):
-                wait_until(lambda c=client: len(c.http.get("/exec/runs").json()["instances"]) == 2, what="peers")
+                wait_until(functools.partial(_sees_both, client), what="peers")
             yield one, two, c1, c2
     finally:
         kill_leftovers(data1, data2)
