@@ -89,7 +89,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     as the session-wide browser lives, and pytest-asyncio cannot run async tests after that. Any
     test that uses the browser is marked ``browser`` and moved to the end of the run.
     """
-    browser_items = [i for i in items if "browser" in getattr(i, "fixturenames", ())]
+    # ``playwright`` too: a test may launch a browser of its own (other flags) from it.
+    uses = ("browser", "playwright")
+    browser_items = [i for i in items if any(f in getattr(i, "fixturenames", ()) for f in uses)]
     for item in browser_items:
         item.add_marker(pytest.mark.browser)
     others = [i for i in items if i not in browser_items]
