@@ -116,40 +116,59 @@ async def test_one_stream_carries_chat_dashboard_basics_and_exec(server: LiveSer
         assert all(e.id is None for e in mux.events)
 
 
+async def plain_events(
+    client: httpx.AsyncClient, path: str, last_id: str | None, *, until: Any, during: Any = None
+) -> list[tuple[str, str | None, str]]:
+    """A plain stream of ``path`` (from ``last_id``), presence snapshots left out, read until
+    ``until(events)``; ``during()`` runs once the stream is open."""
+    out: list[tuple[str, str | None, str]] = []
+    headers = {"last-event-id": last_id} if last_id else {}
+    async with client.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200
+        decoder = Decoder(last_id)
+        async for chunk in response.aiter_raw():
+            events = decoder.feed(chunk)
+            out += [(e.event, e.id, e.data) for e in events if e.event != "presence"]
+            if during is not None and any(e.event == "presence" for e in events):
+                await during()
+                during = None
+            if until(out):
+                return out
+    raise AssertionError(f"the plain stream ended: {out}")
+
+
 async def test_topics_resume_from_their_own_last_id_like_a_plain_stream(server: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         await join_chat(client, "bea")
         room = await new_room(client)
-        sent = [await say(client, room, f"message {i}") for i in range(6)]
-        resume_after = str(sent[1]["id"])
+        path = f"/chat/rooms/{room}/events"
 
-        # A plain stream of the same path, from the same id.
-        plain: list[tuple[str, str | None, str]] = []
-        async with client.stream(
-            "GET", f"/chat/rooms/{room}/events", headers={"last-event-id": resume_after}
-        ) as response:
-            decoder = Decoder(resume_after)
-            async for chunk in response.aiter_raw():
-                plain += [(e.event, e.id, e.data) for e in decoder.feed(chunk) if e.event != "presence"]
-                if len(plain) >= 4:
-                    break
+        async def six() -> None:
+            for i in range(6):
+                await say(client, room, f"message {i}")
+
+        # Six messages seen live, to learn their event ids.
+        live = await plain_events(
+            client, path, None, until=lambda es: sum(e == "message" for e, _, _ in es) >= 6, during=six
+        )
+        ids = [i for e, i, _ in live if e == "message"]
+        resume_after, last = ids[1], ids[-1]
+        # A plain stream of the same path from the second one's id: what a reconnect replays.
+        plain = await plain_events(client, path, resume_after, until=lambda es: any(i == last for _, i, _ in es))
 
         async with MuxClient(server.url, cookies=client.cookies) as mux:
-            await mux.subscribe("a", f"/chat/rooms/{room}/events", last_event_id=resume_after)
-            frames = await mux.until(
-                lambda: (
-                    [f for f in mux.frames("a") if f["e"] != "presence"][:4]
-                    if len([f for f in mux.frames("a") if f["e"] != "presence"]) >= 4
-                    else None
-                )
-            )
-            relayed = [(f["e"], f["id"], f["d"]) for f in frames]
-            # Then a live one: after the replay, nothing twice and nothing missing.
-            live = await say(client, room, "after the resume")
+            await mux.subscribe("a", path, last_event_id=resume_after)
+            await mux.until(lambda: any(f["id"] == last for f in mux.frames("a")), what="the replay")
+            relayed = [(f["e"], f["id"], f["d"]) for f in mux.frames("a") if f["e"] != "presence"]
+            assert relayed == plain
+            assert [i for e, i, _ in relayed if e == "message"] == ids[2:]
+            # Then a live one: nothing twice, nothing missing.
+            after = await say(client, room, "after the resume")
             await mux.until(lambda: any("after the resume" in f["d"] for f in mux.frames("a")))
-            ids = [f["id"] for f in mux.frames("a") if f["e"] != "presence"]
-    assert relayed == plain
-    assert ids == [str(m["id"]) for m in sent[2:]] + [str(live["id"])]
+            messages = [f for f in mux.frames("a") if f["e"] == "message"]
+            assert len(messages) == 5
+            assert len({f["id"] for f in messages}) == 5
+            assert str(after["id"]) in messages[-1]["d"]
 
 
 async def test_a_refused_topic_gets_its_own_error_and_the_others_carry_on(server: LiveServer) -> None:
