@@ -28,6 +28,7 @@ from ..limits import ConnectionLimiter, TooManyStreams, WriteWatchdog, client_ad
 from ..security import SECURITY_HEADERS, UnsupportedMediaType, check_content_type, check_origin, tokens_equal
 from .conn import MuxConn, TooManyTopics
 from .protocol import MAX_BODY, BadRequest, Change, parse_change
+from .relay import BlockCache
 from .routes import stream_refusal
 
 __all__ = ["Mux", "MuxSettings"]
@@ -83,6 +84,7 @@ class Mux:
         self.conns: dict[str, MuxConn] = {}
         self.limiter = ConnectionLimiter(s.max_streams_per_client, limit_loopback=s.limit_loopback)
         self.watchdog = WriteWatchdog(s.write_timeout)
+        self.cache = BlockCache()  # chunks shared by many topics, parsed once (shared.mux.relay)
         self.closing = False
         self.router: Any = None
         self._hub: Any = None
@@ -196,7 +198,7 @@ class Mux:
             await _json(send, 429, body, [(b"retry-after", str(exc.retry_after).encode())])
             return
         conn_id = f"{self.tag}.{secrets.token_urlsafe(16)}"
-        conn = MuxConn(self.app, scope, conn_id, secrets.token_urlsafe(24), self.settings.max_topics)
+        conn = MuxConn(self.app, scope, conn_id, secrets.token_urlsafe(24), self.settings.max_topics, self.cache)
         self.conns[conn_id] = conn
         self.opened += 1
         self.watchdog.add(conn)

@@ -17,6 +17,7 @@ from typing import Any
 from ..encoding import encode_comment
 from ..limits import ABORT_CONNECTION
 from .protocol import Change, hello_frame, shutdown_frame, state_frame
+from .relay import BlockCache
 from .topic import Topic, sub_scope
 
 __all__ = ["MuxConn", "TooManyTopics"]
@@ -54,6 +55,7 @@ class MuxConn:
         "_task",
         "_wake",
         "app",
+        "cache",
         "closing",
         "ended",
         "hung_up",
@@ -65,8 +67,17 @@ class MuxConn:
         "writing_since",
     )
 
-    def __init__(self, app: Any, scope: dict[str, Any], conn_id: str, token: str, max_topics: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        scope: dict[str, Any],
+        conn_id: str,
+        token: str,
+        max_topics: int,
+        cache: BlockCache | None = None,
+    ) -> None:
         self.app = app
+        self.cache = cache or BlockCache()
         self.scope = scope
         self.id = conn_id
         self.token = token
@@ -116,7 +127,7 @@ class MuxConn:
         for sub in change.subscribe:
             if self.ended:
                 break
-            topic = Topic(sub)
+            topic = Topic(sub, self.cache)
             why = (refusals or {}).get(sub.k)
             if why is not None:
                 topic.state = "error"
