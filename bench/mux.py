@@ -9,8 +9,9 @@ For ``browsers`` simulated browsers with ``topics`` streams each, on the bench s
 
 Printed per variant: the time to connect every stream (until each plain stream has its first
 bytes, or each mux topic its ``t open``), the server's resident memory and CPU for it (per
-browser), then a burst of events fanned out to every stream: deliveries per second and per
-server CPU second, every stream checked to get every event. Not a timed test: figures for the
+browser), then a burst of events fanned out to every stream (deliveries per second and per
+server CPU second), then events at a steady 50 per second for 4 s (the server's CPU share, and its
+CPU time per delivery); every stream is checked to get every event. Not a timed test: figures for the
 README, on loopback, bounded in count and time.
 """
 
@@ -93,7 +94,9 @@ def _hello(first: bytes) -> dict[str, Any]:
     return dict(json.loads(first[start : first.index(b"\n", start)]))
 
 
-async def _variant(variant: str, browsers: int, topics: int, events: int, size: int) -> dict[str, Any]:
+async def _variant(
+    variant: str, browsers: int, topics: int, events: int, size: int, rate: float = 50.0, paced_s: float = 4.0
+) -> dict[str, Any]:
     with bench_server("hub") as url:
         pid = SERVER_PIDS[url]
         port = int(url.rsplit(":", 1)[1])
@@ -134,6 +137,16 @@ async def _variant(variant: str, browsers: int, topics: int, events: int, size: 
         await until(lambda: all(c.count >= per_conn for c in conns), 120, "every event on every stream")
         fan_s = time.perf_counter() - t0
         fan_cpu = process_cpu(pid) - cpu1
+        # At a steady rate (as apps publish): the server's CPU for the same deliveries.
+        paced_n = int(rate * paced_s)
+        per_conn += paced_n if variant == "plain" else paced_n * topics
+        cpu2, t2 = process_cpu(pid), time.perf_counter()
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            body = {"n": paced_n, "size": size, "rate": rate}
+            (await http.post("/publish", json=body)).raise_for_status()
+        await until(lambda: all(c.count >= per_conn for c in conns), 60, "every paced event on every stream")
+        paced_cpu = process_cpu(pid) - cpu2
+        paced_wall = time.perf_counter() - t2
         lost = sum(max(0, per_conn - c.count) for c in conns)
         extra = sum(max(0, c.count - per_conn) for c in conns)
         for c in conns:
@@ -150,6 +163,9 @@ async def _variant(variant: str, browsers: int, topics: int, events: int, size: 
             "events": events,
             "deliveries_per_s": round(deliveries / fan_s),
             "per_server_cpu_s": round(deliveries / fan_cpu) if fan_cpu > 0 else 0,
+            "paced_rate": rate,
+            "paced_server_cpu_pct": round(100 * paced_cpu / paced_wall, 1),
+            "paced_us_per_delivery": round(paced_cpu * 1e6 / (streams * paced_n), 2),
             "lost": lost,
             "extra": extra,
         }
@@ -180,6 +196,9 @@ KEYS = [
     "events",
     "deliveries_per_s",
     "per_server_cpu_s",
+    "paced_rate",
+    "paced_server_cpu_pct",
+    "paced_us_per_delivery",
     "lost",
     "extra",
 ]
