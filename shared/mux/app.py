@@ -261,15 +261,19 @@ class Mux:
             change = parse_change(body)
         except BadRequest as exc:
             raise _Refused(400, exc.detail, {"field": exc.field}) from None
-        try:
-            self._check_caps(conn, change)
-        except TooManyTopics as exc:
-            raise _Refused(
-                429, str(exc), {"limit": exc.limit, "limit_name": exc.limit_name}, {"retry-after": "5"}
-            ) from None
         refusals = {s.k: why for s in change.subscribe if (why := stream_refusal(self.app, s.path)) is not None}
-        result = await conn.apply(change, refusals, cookie)
-        return result
+        # One change at a time per connection: two POSTs replacing one key at once would each
+        # start a topic, and the one overwritten in the table would never be stopped.
+        async with conn.lock:
+            if conn.ended or conn.closing:
+                raise _Refused(404, "unknown mux connection")
+            try:
+                self._check_caps(conn, change)
+            except TooManyTopics as exc:
+                raise _Refused(
+                    429, str(exc), {"limit": exc.limit, "limit_name": exc.limit_name}, {"retry-after": "5"}
+                ) from None
+            return await conn.apply(change, refusals, cookie)
 
     def _check_caps(self, conn: MuxConn, change: Change) -> None:
         s = self.settings

@@ -60,6 +60,7 @@ class MuxConn:
         "ended",
         "hung_up",
         "id",
+        "lock",
         "max_topics",
         "scope",
         "token",
@@ -83,6 +84,7 @@ class MuxConn:
         self.token = token
         self.max_topics = max_topics
         self.topics: dict[str, Topic] = {}
+        self.lock = asyncio.Lock()  # held by each change (shared.mux.app)
         self.closing = False  # the server is shutting down: end with `shutdown`
         self.ended = False  # the response is over: no more frames, no more changes
         self.hung_up = False
@@ -123,7 +125,8 @@ class MuxConn:
         replaced = [self.topics.pop(s.k) for s in change.subscribe if s.k in self.topics]
         for topic in [*gone, *replaced]:
             topic.current = False
-        await asyncio.gather(*(t.stop() for t in [*gone, *replaced]))
+        # Shielded: a POST whose client went away must still see its old topics ended.
+        await asyncio.shield(asyncio.gather(*(t.stop() for t in [*gone, *replaced])))
         for sub in change.subscribe:
             if self.ended:
                 break
