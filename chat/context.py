@@ -16,6 +16,7 @@ from litestar.exceptions import ClientException, NotAuthorizedException
 from shared.backends import BackendUnavailable
 from shared.hub import Hub
 from shared.limits import client_address
+from shared.security import COOKIE_PATH
 
 from .db import Database
 from .files import Files
@@ -180,7 +181,7 @@ def session_cookie(chat: Chat, session: Session) -> Cookie:
     return Cookie(
         key=COOKIE,
         value=chat.signer.dumps(session),
-        path="/chat",
+        path=COOKIE_PATH,
         max_age=chat.settings.session_max_age,
         httponly=True,  # page scripts never see it: an XSS could not steal the session
         samesite="lax",

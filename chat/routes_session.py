@@ -11,6 +11,7 @@ from litestar.exceptions import ClientException, NotAuthorizedException
 from litestar.params import JSONBody
 
 from shared.errors import errors
+from shared.security import COOKIE_PATH
 
 from .context import CurrentUser, chat_of, session_cookie, session_of
 from .ratelimit import Rate
@@ -63,7 +64,7 @@ async def whoami(request: Request[Any, Any, Any], state: State, user: CurrentUse
     "/chat/session",
     status_code=204,
     raises=errors(403, 503),
-    response_cookies=[Cookie(key=COOKIE, value="", path="/chat", max_age=0, httponly=True, samesite="lax")],
+    response_cookies=[Cookie(key=COOKIE, value="", path=COOKIE_PATH, max_age=0, httponly=True, samesite="lax")],
 )
 async def leave(request: Request[Any, Any, Any], state: State) -> None:
     """Sign out: the cookie is cleared and revoked (a copy of it is refused, on every instance),

@@ -20,7 +20,7 @@ from litestar import Request
 from litestar.datastructures import Cookie
 from litestar.exceptions import ClientException, NotAuthorizedException
 
-from shared.security import new_token, tokens_equal
+from shared.security import COOKIE_PATH, new_token, tokens_equal
 from shared.throttle import FailureThrottle
 
 from .sessions import LoginSession, LoginSessions, session_key
@@ -28,7 +28,6 @@ from .sessions import LoginSession, LoginSessions, session_key
 __all__ = ["COOKIE", "Actor", "ControlAuth"]
 
 COOKIE = "dashboard_control"
-COOKIE_PATH = "/dashboard"
 MIN_TOKEN_LENGTH = 8
 MAX_COOKIE_LENGTH = 200  # ours are 43 characters; anything much longer is not one
 

@@ -49,7 +49,7 @@ from shared.openapi import FileOperation
 from shared.pages import static_router, vendor_router
 from shared.problems import Problem
 from shared.responses import SSE_HEADERS, last_event_id, sse_response
-from shared.security import new_token
+from shared.security import COOKIE_PATH, new_token
 from shared.throttle import FailureThrottle
 
 from .auth import COOKIE, SESSION_TTL_S, Auth, Principal, clean_name, operator_guard, viewer_guard
@@ -228,7 +228,7 @@ async def login(request: Request[Any, Any, Any], data: JSONBody[LoginBody], stat
     cookie = Cookie(
         key=COOKIE,
         value=sid,
-        path=PREFIX,
+        path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -243,7 +243,7 @@ async def logout(request: Request[Any, Any, Any], state: State) -> Response[dict
     grant = await ex.auth.logout(request.cookies.get(COOKIE))
     if grant is not None:
         await ex.grants.revoke(grant, "logged out")
-    return Response({"ok": True}, cookies=[Cookie(key=COOKIE, value="", path=PREFIX, max_age=0, httponly=True)])
+    return Response({"ok": True}, cookies=[Cookie(key=COOKIE, value="", path=COOKIE_PATH, max_age=0, httponly=True)])
 
 
 @get("/exec/me", guards=[viewer_guard], raises=errors(401))

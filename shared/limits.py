@@ -27,6 +27,8 @@ _BATCH = 50  # stuck streams ended between two turns of the event loop
 # whatever is still buffered for it. ``shared.server.Server`` provides it; ASGI itself has no way
 # to drop a connection whose client stopped reading (closing would wait for the buffers to drain).
 ABORT_CONNECTION = "sse.abort_connection"
+# Key in ``scope["extensions"]`` of a mux topic's internal request (shared.mux.topic).
+MUX_SCOPE_KEY = "sse.mux"
 
 Scope = Mapping[str, object]
 
@@ -83,6 +85,11 @@ class ConnectionLimiter:
 
     def _key(self, scope: Scope) -> str | None:
         if self.max_per_client is None:
+            return None
+        extensions = scope.get("extensions")
+        if isinstance(extensions, dict) and MUX_SCOPE_KEY in extensions:
+            # A topic of a mux connection (shared.mux): the connection counted once, under the
+            # mux's own limiter, and its topics have their own caps (per connection, per client).
             return None
         return client_address(scope, limit_loopback=self.limit_loopback)
 

@@ -94,7 +94,20 @@ class _Collector:
         resets_by: Counter[str] = Counter()
         slow = stuck = 0
         seen: set[int] = set()
+        mux_topics = GaugeMetricFamily(
+            "sse_mux_topics_open", "Topics carried by open multiplexed streams (/sse/mux)", labels=["instance"]
+        )
+        topics = 0
         for hub in self._hubs():
+            mux = getattr(hub, "mux_stats", None)
+            if callable(mux) and id(hub) not in seen:
+                # The shared connection (shared.mux): one stream of class "mux"; its topics are
+                # counted again by their apps' hubs, under their own classes, as plain streams are.
+                seen.add(id(hub))
+                stats = mux()
+                totals["streams"]["mux"] += stats["streams"]
+                topics += stats["topics"]
+                continue
             if id(hub) in seen or not hasattr(hub, "counts"):
                 continue
             seen.add(id(hub))
@@ -119,7 +132,8 @@ class _Collector:
             "sse_requests_pending", "Server-to-client requests waiting for their answer", labels=["instance"]
         )
         pending.add_metric([inst], sum(len(t) for t in list(_PENDING)))
-        yield from (streams, published, delivered, resets, ended, pending)
+        mux_topics.add_metric([inst], topics)
+        yield from (streams, published, delivered, resets, ended, pending, mux_topics)
         yield from self._backend_metrics(inst)
         families: dict[str, CounterMetricFamily] = {}
         for (metric, label, value), n in sorted(_APP_COUNTS.items()):

@@ -26,6 +26,13 @@ class Mounts:
     def app_at(self, prefix: str) -> Litestar | None:
         return next((app for p, app in self._apps if p == prefix), None)
 
+    def app_for(self, path: str) -> Litestar:
+        """The app that answers ``path`` (as :meth:`__call__` picks it)."""
+        for prefix, app in self._apps:
+            if path == prefix or path.startswith(prefix + "/"):
+                return app
+        return self._fallback
+
     def mounted_apps(self) -> list[Litestar]:
         return [app for _, app in self._apps] + [self._fallback]
 

@@ -15,6 +15,7 @@ from litestar.exceptions import ClientException, PermissionDeniedException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
+    "COOKIE_PATH",
     "FORM_TYPES",
     "RAW_BODY",
     "SECURITY_HEADERS",
@@ -43,6 +44,14 @@ SECURITY_HEADERS = {
 }
 
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+# Every app's session cookie is for the whole origin: the shared SSE connection (``/sse/mux``,
+# issue 15) runs each app's streams as its topics, and a browser sends a cookie scoped to
+# ``/chat`` only to ``/chat/...``, never to the mux. (Set for both paths instead, two cookies of
+# one name trip up clients, httpx's jar among them.) A cookie's path is not a security boundary
+# anyway (RFC 6265, 8.5: any page of the origin can reach it); the names (chat_session,
+# exec_session, dashboard_control) keep the apps apart, and each stays HttpOnly and SameSite.
+COOKIE_PATH = "/"
 
 
 def new_token(nbytes: int = 24) -> str:

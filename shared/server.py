@@ -66,6 +66,7 @@ __all__ = [
     "serve",
     "serve_build",
     "tune_gc",
+    "with_mux",
     "worker_app",
 ]
 
@@ -223,8 +224,12 @@ class Server(uvicorn.Server):
         return [item for group in app_hubs(self.served_app()) for item in group]
 
     def served_app(self) -> Any:
-        """The app this server runs: given, or (in a worker) the one uvicorn built, with
-        uvicorn's middlewares around it (:func:`app_hubs` sees through them)."""
+        """The app this server runs, with what :func:`make_config` put around it (the mux, whose
+        streams must end at shutdown too), or (in a worker) the one uvicorn built, with uvicorn's
+        middlewares around it (:func:`app_hubs` sees through them)."""
+        configured = getattr(self.config, "app", None)
+        if configured is not None and not isinstance(configured, str):
+            return configured
         return self._app if self._app is not None else getattr(self.config, "loaded_app", None)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -397,10 +402,14 @@ def make_config(
     allowed_hosts: Sequence[str] = (),
     head_timeout: float = HEAD_TIMEOUT,
     max_head_bytes: int = MAX_HEAD_BYTES,
+    mux: bool = True,
+    backend_url: str | None = None,
     **kwargs: Any,
 ) -> uvicorn.Config:
     """uvicorn's settings for ``app`` on ``host:port``; ``app`` is put behind the Host allowlist
-    (:class:`shared.hosts.HostCheck`: the bind address, loopback names, and ``allowed_hosts``).
+    (:class:`shared.hosts.HostCheck`: the bind address, loopback names, and ``allowed_hosts``)
+    and, unless ``mux=False``, behind the multiplexed stream (:class:`shared.mux.Mux`, which
+    forwards changes between processes on ``backend_url`` if that is a shared backend).
     An app given as an import string is wrapped where it is built (:func:`worker_app`).
     ``head_timeout`` and ``max_head_bytes`` bound each request head (:class:`HeadWithBodyProtocol`)."""
     kwargs.setdefault("timeout_graceful_shutdown", 2)
@@ -422,12 +431,21 @@ def make_config(
         # arguments for every response unless the access log is off.
         kwargs.setdefault("access_log", False)
     if not isinstance(app, str):
+        if mux:
+            app = with_mux(app, backend_url)
         app = HostCheck(HeadAsGet(app), hosts_allowed(host, allowed_hosts), proxy_headers=kwargs["proxy_headers"])
     # Streams are long-lived; uvicorn's keep-alive timeout only applies between requests.
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", **kwargs)
     # After Config: it (re)configures uvicorn's loggers. Keeps ?token= values out of access logs.
     redact_access_log()
     return config
+
+
+def with_mux(app: Any, backend_url: str | None = None) -> Any:
+    """``app`` behind :class:`shared.mux.Mux` (once: an app already behind one is returned as is)."""
+    from .mux import Mux
+
+    return app if isinstance(app, Mux) else Mux(app, backend_url=backend_url)
 
 
 def serve(
@@ -630,6 +648,7 @@ def run_from_args(app: Any, args: argparse.Namespace, extra: Sequence[str] = ())
             drain_seconds=getattr(args, "drain_seconds", 0.0),
             metrics_token=getattr(args, "metrics_token", None),
             metrics_listen=listen,
+            backend_url=getattr(args, "backend", None),
             **proxy_options(args),
         )
     except KeyboardInterrupt:
@@ -764,4 +783,5 @@ def worker_app() -> Any:
     build: Build = getattr(importlib.import_module(module), name)
     args = pickle.loads(base64.b64decode(args_b64))  # written by our own parent process
     allowed = hosts_allowed(args.host, extra_hosts(args))
-    return HostCheck(HeadAsGet(build(args)), allowed, proxy_headers=getattr(args, "proxy_headers", False))
+    app = with_mux(build(args), getattr(args, "backend", None))
+    return HostCheck(HeadAsGet(app), allowed, proxy_headers=getattr(args, "proxy_headers", False))

@@ -35,7 +35,7 @@ def test_joining_sets_a_signed_httponly_cookie(client: TestClient[Any]) -> None:
     cookie = r.headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE}=")
     assert "HttpOnly" in cookie
-    assert "Path=/chat" in cookie
+    assert "Path=/;" in cookie  # the whole origin: the shared connection (/sse/mux) carries it
     assert "SameSite=lax" in cookie
     assert client.get("/chat/session").json()["name"] == "alice"
     client.cookies.set(COOKIE, client.cookies[COOKIE][:-3] + "AAA")  # tampered

@@ -31,7 +31,7 @@ async def test_login_cookie_is_not_the_token(tmp_path: Path) -> None:
         cookie = await auth.login("a-long-enough-token", secure=False)
         assert cookie.httponly
         assert cookie.samesite == "strict"
-        assert cookie.path == "/dashboard"
+        assert cookie.path == "/"  # the whole origin: the shared connection (/sse/mux) carries it
         assert cookie.max_age == 12 * 3600
         assert cookie.value
         assert cookie.value != auth.token

@@ -368,7 +368,7 @@ def test_login_exchanges_the_token_for_an_httponly_cookie(server: LiveServer) ->
         cookie = r.headers["set-cookie"]
         assert "HttpOnly" in cookie
         assert "samesite=strict" in cookie.lower()
-        assert "Path=/exec" in cookie
+        assert "Path=/;" in cookie  # the whole origin: the shared connection (/sse/mux) carries it
         assert TOKEN not in cookie
         assert c.get("/exec/me").json() == {"role": "operator", "name": "Grace", "run_id": None}
         run = c.post("/exec/runs", json={"argv": ["echo", "hi"]}).json()
