@@ -21,10 +21,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException
 
 from ..health import HEALTH
 from ..limits import ConnectionLimiter, TooManyStreams, WriteWatchdog, client_address
+from ..problems import Problem
 from ..security import SECURITY_HEADERS, UnsupportedMediaType, check_content_type, check_origin, tokens_equal
 from .conn import MuxConn, TooManyTopics
 from .protocol import MAX_BODY, BadRequest, Change, parse_change
@@ -315,10 +316,8 @@ class Mux:
                     "cookie": None if cookie is None else cookie.decode("latin-1"),
                 },
             )
-        except HTTPException as exc:
-            raise _Refused(
-                exc.status_code, exc.detail, exc.extra if isinstance(exc.extra, dict) else None, exc.headers
-            ) from None
+        except Problem as exc:  # the owner's refusal, carried back by the router with its status
+            raise _Refused(exc.status_code, exc.detail, exc.extra, exc.headers) from None
         return result
 
     async def _routed_change(self, params: Any) -> Any:
@@ -331,9 +330,7 @@ class Mux:
                 None if cookie is None else str(cookie).encode("latin-1"),
             )
         except _Refused as exc:
-            raise HTTPException(
-                status_code=exc.status, detail=exc.detail, extra=exc.extra, headers=exc.headers
-            ) from None
+            raise Problem(exc.detail, status_code=exc.status, extra=exc.extra, headers=exc.headers) from None
 
     # -- GET /sse/worker.js --------------------------------------------------------------------
 
