@@ -2,12 +2,30 @@
 import uPlot from "/dashboard/vendor/uplot/dist/uPlot.esm.js";
 
 const HEIGHT = 150;
+// The axes in the theme's colours (base.css), read when drawn: a canvas cannot use var(--muted),
+// and light-dark() needs resolving, which a probe element's computed colour does.
+const probe = document.createElement("span");
+probe.hidden = true;
+document.body.append(probe);
+const themed = {};
+function cssColor(name) {
+  if (!themed[name]) {
+    probe.style.color = `var(${name})`;
+    themed[name] = getComputedStyle(probe).color;
+  }
+  return themed[name];
+}
 const AXIS = {
-  stroke: "#8b98a5",
+  stroke: () => cssColor("--muted"),
   font: "11px system-ui, sans-serif",
-  grid: { stroke: "#232c36", width: 1 },
-  ticks: { stroke: "#2a3440", width: 1, size: 4 },
+  grid: { stroke: () => cssColor("--panel-2"), width: 1 },
+  ticks: { stroke: () => cssColor("--border"), width: 1, size: 4 },
 };
+const plots = new Set();
+window.addEventListener("themechange", () => {
+  for (const k of Object.keys(themed)) delete themed[k];
+  for (const p of plots) p.redraw(false, true);
+});
 
 const pad = (n) => String(n).padStart(2, "0");
 function hms(t) {
@@ -62,6 +80,7 @@ export class Chart {
       ],
     };
     this.plot = new uPlot(opts, this.data, container);
+    plots.add(this.plot);
     new ResizeObserver(() => {
       const width = Math.max(container.clientWidth, 200);
       const height = Math.max(container.clientHeight, HEIGHT);
