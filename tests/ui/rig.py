@@ -106,3 +106,28 @@ def views(url: str) -> dict[str, Callable[[Page], None]]:
 
 
 VIEW_NAMES = ["index", "basics", "bidi", "chat-join", "chat", "dashboard", "exec-login", "exec"]
+
+
+def focused(page: Page, selector: str) -> bool:
+    """Whether the element with the keyboard focus matches ``selector``."""
+    return bool(page.evaluate("(s) => !!document.activeElement && document.activeElement.matches(s)", selector))
+
+
+def tab_to(page: Page, selector: str, *, most: int = 80, back: bool = False) -> int:
+    """Press Tab (Shift+Tab with ``back``) until the focus is on ``selector``: proof that the
+    keyboard reaches it. Returns how many presses it took."""
+    for n in range(1, most + 1):
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+        if focused(page, selector):
+            return n
+    raise AssertionError(f"{selector} not reached with {most} presses of {'Shift+' if back else ''}Tab")
+
+
+def focus_ring(page: Page) -> str:
+    """The focused element's outline (visible focus: not 'none', not 0 px)."""
+    return str(
+        page.evaluate(
+            "() => { const s = getComputedStyle(document.activeElement);"
+            " return `${s.outlineStyle} ${s.outlineWidth}`; }"
+        )
+    )

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from tests.rig import LiveServer
 
-from .rig import PHONE, SCHEMES, SIZES, VIEW_NAMES, Contexts, log_in_exec, overflow, shot, showcase, views
+from .rig import PHONE, SCHEMES, SIZES, VIEW_NAMES, Console, Contexts, log_in_exec, overflow, shot, showcase, views
 
 pytestmark = pytest.mark.browser
 
@@ -27,12 +27,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("view", VIEW_NAMES)
 def test_no_sideways_scroll(view: str, size: str, scheme: str, server: LiveServer, new_context: Contexts) -> None:
-    page = new_context(viewport=SIZES[size], color_scheme=scheme).new_page()
+    console = Console()
+    page = console.watch(new_context(viewport=SIZES[size], color_scheme=scheme).new_page())
     views(server.url)[view](page)
     page.wait_for_timeout(250)  # charts and tables fill in from the first frames
     shot(page, f"{view}-{size}-{scheme}")
     scroll, inner = overflow(page)
     assert scroll <= inner, f"{view} at {size}: the page is {scroll} px wide on a {inner} px screen"
+    # A first visit logs nothing either (chat and exec logged a 401 asking "who am I?").
+    assert console.errors == []
 
 
 def test_the_terminal_fits_a_phone(server: LiveServer, new_context: Contexts, tmp_path: Path) -> None:
