@@ -53,6 +53,7 @@ const charts = {
       { key: "tx", label: "↑ out", color: "#4aa3ff" },
     ],
     format: rate,
+    bytes: true,
   }),
   disk: new Chart($("chart-disk").querySelector(".chart"), {
     series: [
@@ -60,6 +61,7 @@ const charts = {
       { key: "wr", label: "write", color: "#f85149" },
     ],
     format: rate,
+    bytes: true,
   }),
 };
 

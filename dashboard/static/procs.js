@@ -4,7 +4,7 @@
 // are one Tab stop (roving tabindex): Up/Down/Home/End move, Space picks the row, Enter picks it
 // and moves to the first action button. Rows are kept across frames (keyed by pid and start
 // time) so the focused one keeps its focus while the numbers change under it.
-import { bytes, el, started } from "./format.js";
+import { bytes, clock, el, started } from "./format.js";
 
 const SHOWN = 200;
 const NUMERIC = new Set(["pid", "cpu", "mem", "rss", "start"]);
@@ -52,7 +52,7 @@ export class ProcessTable {
 
   update(frame) {
     if (this.frozen) {
-      this.countEl.textContent = `frozen at ${new Date(this.frozenAt).toLocaleTimeString()} · ${frame.procs_total} processes now`;
+      this.countEl.textContent = `frozen at ${clock(this.frozenAt / 1000)} · ${frame.procs_total} processes now`;
       return;
     }
     this.rows = frame.procs;
@@ -70,7 +70,7 @@ export class ProcessTable {
     this.freezeButton.setAttribute("aria-pressed", String(frozen));
     this.freezeButton.textContent = frozen ? "Frozen · resume updates" : "Freeze";
     if (!frozen) this.render();
-    else this.countEl.textContent = `frozen at ${new Date(this.frozenAt).toLocaleTimeString()}`;
+    else this.countEl.textContent = `frozen at ${clock(this.frozenAt / 1000)}`;
   }
 
   /** Forget every row and the selection (another host is on screen). */

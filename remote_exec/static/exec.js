@@ -8,6 +8,7 @@
 import { connect } from "./sse.js";
 import { cssomStyles } from "./xterm_csp.js";
 import { signInHint } from "./hint.js";
+import { when } from "./time.js";
 import { Terminal } from "/exec/vendor/@xterm/xterm/lib/xterm.mjs";
 import { FitAddon } from "/exec/vendor/@xterm/addon-fit/lib/addon-fit.mjs";
 
@@ -64,7 +65,7 @@ function bytesOf(chunk) {
 }
 
 function fmtTime(t) {
-  return t ? new Date(t * 1000).toLocaleTimeString() : "";
+  return t ? when(t, { seconds: true }) : "";
 }
 
 function fmtDuration(s) {
