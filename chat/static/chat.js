@@ -8,6 +8,7 @@ import { connect } from "./sse.js";
 import { ApiError, api, newClientId, persist, retryNow, retryable } from "./api.js";
 import { MessageList } from "./messages.js";
 import { avatar, el } from "./render.js";
+import { signInHint } from "./hint.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_TEXT = 4000;
@@ -31,10 +32,18 @@ const enc = encodeURIComponent;
 
 // -- session -------------------------------------------------------------------------------------
 
+const joined = signInHint("chat.joined");
+
 async function boot() {
+  if (!joined.maybe()) {
+    showJoin(""); // never joined from this browser: nothing to ask the server
+    return;
+  }
   try {
     me = await api("GET", "/chat/session");
+    joined.set(true);
   } catch (err) {
+    if (err instanceof ApiError && err.status === 401) joined.set(false);
     if (err instanceof ApiError && (err.status === 401 || err.status === 409)) {
       showJoin(err.status === 409 ? err.detail : "");
       return;
@@ -45,8 +54,14 @@ async function boot() {
   start();
 }
 
+// The join card is modal: what is behind it is inert (no Tab into a chat you have not joined).
+function joinShown(shown) {
+  $("join").hidden = !shown;
+  document.querySelector("main.chat").inert = shown; // the header (theme, all demos) stays usable
+}
+
 function showJoin(error, name = "") {
-  $("join").hidden = false;
+  joinShown(true);
   if (!me) {
     $("state").dataset.state = "closed";
     $("state").textContent = "not joined";
@@ -62,6 +77,7 @@ $("join-form").addEventListener("submit", async (e) => {
   const renaming = me !== null;
   try {
     me = await api("POST", "/chat/session", { name: $("join-name").value });
+    joined.set(true);
   } catch (err) {
     $("join-error").textContent = err.detail || err.message;
     $("join-error").hidden = false;
@@ -71,16 +87,18 @@ $("join-form").addEventListener("submit", async (e) => {
     location.reload(); // simplest way to show the new name everywhere
     return;
   }
-  $("join").hidden = true;
+  joinShown(false);
   start();
+  $("text").focus();
 });
 
 $("join-cancel").addEventListener("click", () => {
-  if (me) $("join").hidden = true;
+  if (me) joinShown(false);
 });
 $("rename").addEventListener("click", () => showJoin("", me ? me.name : ""));
 $("signout").addEventListener("click", async () => {
   await api("DELETE", "/chat/session").catch(() => {});
+  joined.set(false);
   location.hash = "";
   location.reload();
 });
@@ -93,7 +111,14 @@ function start() {
     list: $("messages"),
     outbox: $("outbox"),
     me,
-    actions: { react, edit, remove, retry: (id) => resend(id), mediaLoaded: () => view && view.stick && toBottom() },
+    actions: {
+      react,
+      edit,
+      remove,
+      retry: (id) => resend(id),
+      mediaLoaded: () => view && view.stick && toBottom(),
+      editEnded: () => $("text").focus(),
+    },
   });
   loadRooms().then(() => {
     openRoom(currentRoomFromHash());
@@ -576,6 +601,8 @@ textarea.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
     e.preventDefault();
     submit();
+  } else if (e.key === "ArrowUp" && !textarea.value && list && list.editLast()) {
+    e.preventDefault(); // Up in an empty composer edits my last message
   }
 });
 textarea.addEventListener("input", () => {

@@ -17,7 +17,7 @@ const MAX_PARKED = 1000;
 export class MessageList {
   /**
    * actions: { react(msg, emoji), edit(msg, text) -> Promise, remove(msg) -> Promise,
-   *            retry(clientId), discard(clientId), mediaLoaded() }
+   *            retry(clientId), discard(clientId), mediaLoaded(), editEnded() }
    */
   constructor({ list, outbox, me, actions }) {
     this.list = list;
@@ -111,8 +111,25 @@ export class MessageList {
     if (!have) return;
     this.byId.delete(id);
     const next = have.li.nextElementSibling;
+    const hadFocus = have.li.contains(document.activeElement);
     have.li.remove();
     this.group(next);
+    if (hadFocus) this.actions.editEnded?.(); // a keyboard user is not left on <body>
+  }
+
+  /** The newest message of mine with text, for Up in an empty composer (as in most chats). */
+  lastEditable() {
+    const mine = [...this.byId.values()].filter((i) => i.msg.author_id === this.me.id && i.msg.text);
+    return mine.reduce((a, b) => (a && a.msg.id > b.msg.id ? a : b), null);
+  }
+
+  /** Edit a message by id (Up in the composer); false when there is none of mine to edit. */
+  editLast() {
+    const item = this.lastEditable();
+    if (!item) return false;
+    this.startEdit(item);
+    item.li.scrollIntoView({ block: "nearest" });
+    return true;
   }
 
   place(item) {
@@ -249,7 +266,14 @@ export class MessageList {
     if (msg.file) body.append(this.fileView(msg.file));
     if (msg.reactions.length) body.append(this.reactionsView(msg));
     li.classList.toggle("mention-me", mentionsMe);
+    // A repaint (a reaction, an edit) replaces the buttons: the one that had the keyboard focus
+    // gets it back, or the bar's first one, so a keyboard user is not thrown back to <body>.
+    const focused = li.contains(document.activeElement) ? document.activeElement.dataset.key : null;
     li.replaceChildren(avatar(msg.author, msg.author_id), body, this.actionsView(item, mine));
+    if (focused && !item.editing) {
+      const again = li.querySelector(`[data-key="${CSS.escape(focused)}"]`) || li.querySelector('[data-key="react"]');
+      again?.focus();
+    }
   }
 
   fileView(file) {
@@ -286,6 +310,8 @@ export class MessageList {
       chip.setAttribute("aria-pressed", String(mine));
       chip.title = users.map((u) => u.name).join(", ");
       chip.dataset.emoji = emoji;
+      chip.dataset.key = `chip ${emoji}`;
+      chip.setAttribute("aria-label", `${emoji} ${users.length}: ${chip.title}${mine ? " (you; press to remove)" : ""}`);
       chip.append(el("span", "emoji", emoji), el("span", "count", String(users.length)));
       chip.addEventListener("click", () => this.actions.react(msg, emoji));
       row.append(chip);
@@ -294,35 +320,57 @@ export class MessageList {
   }
 
   actionsView(item, mine) {
+    // Shown on hover and whenever one of its buttons has the keyboard focus (Tab reaches them;
+    // Shift+Tab from the composer lands on the newest message's).
     const bar = el("div", "actions");
+    bar.setAttribute("role", "group");
+    bar.setAttribute("aria-label", `Message from ${item.msg.author}`);
     const palette = el("div", "palette");
     palette.hidden = true;
+    const react = el("button", "act react", "☺+");
     for (const emoji of QUICK_EMOJI) {
       const b = el("button", "pick", emoji);
       b.type = "button";
       b.title = `React with ${emoji}`;
+      b.setAttribute("aria-label", `React with ${emoji}`);
+      b.dataset.key = `pick ${emoji}`;
       b.addEventListener("click", () => {
         palette.hidden = true;
+        react.setAttribute("aria-expanded", "false");
+        react.focus();
         this.actions.react(item.msg, emoji);
       });
       palette.append(b);
     }
-    const react = el("button", "act react", "☺+");
+    palette.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        palette.hidden = true;
+        react.setAttribute("aria-expanded", "false");
+        react.focus();
+      }
+    });
     react.type = "button";
     react.title = "Add a reaction";
+    react.dataset.key = "react";
+    react.setAttribute("aria-label", "Add a reaction");
+    react.setAttribute("aria-expanded", "false");
     react.addEventListener("click", () => {
       palette.hidden = !palette.hidden;
+      react.setAttribute("aria-expanded", String(!palette.hidden));
+      if (!palette.hidden) palette.querySelector("button").focus();
     });
     bar.append(palette, react);
     if (mine) {
       if (item.msg.text) {
         const edit = el("button", "act edit", "Edit");
         edit.type = "button";
+        edit.dataset.key = "edit";
         edit.addEventListener("click", () => this.startEdit(item));
         bar.append(edit);
       }
       const del = el("button", "act delete", "Delete");
       del.type = "button";
+      del.dataset.key = "delete";
       let armed = null;
       del.addEventListener("click", () => {
         if (!armed) {
@@ -357,6 +405,7 @@ export class MessageList {
     const stop = () => {
       item.editing = null;
       this.paint(item);
+      this.actions.editEnded?.();
     };
     area.addEventListener("keydown", async (e) => {
       if (e.key === "Escape") {
@@ -375,6 +424,7 @@ export class MessageList {
           item.editing = null;
           this.upsert(updated);
           this.paint(item);
+          this.actions.editEnded?.();
         } catch (err) {
           hint.textContent = `not saved: ${err.detail || err.message}`;
           hint.classList.add("error");

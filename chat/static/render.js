@@ -1,5 +1,6 @@
 // render.js: turning user content into DOM nodes. Everything a user typed goes in as text
 // (textContent / createTextNode); links and mentions are elements we build, never parsed HTML.
+import { full, when } from "./time.js";
 
 // Same shape as the server's rule (chat/rules.py): letters, digits, "_", "." and "-", not
 // ending in "." or "-", so "hi @bob." mentions "bob".
@@ -47,18 +48,9 @@ export function renderText(container, text, mentions, myName) {
   return mentionsMe;
 }
 
-const sameDay = (a, b) => a.toDateString() === b.toDateString();
-
-export function shortTime(ts) {
-  const d = new Date(ts * 1000);
-  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  if (sameDay(d, new Date())) return hm;
-  return `${d.toLocaleDateString([], { month: "short", day: "numeric" })}, ${hm}`;
-}
-
-export function fullTime(ts) {
-  return new Date(ts * 1000).toLocaleString();
-}
+// Times as on every page (shared/static/time.js): "14:05" today, "2026-12-02 14:05" before.
+export const shortTime = (ts) => when(ts);
+export const fullTime = (ts) => full(ts);
 
 export function fileSize(bytes) {
   if (bytes < 1024) return `${bytes} B`;

@@ -1,19 +1,38 @@
 // charts.js: streaming time-series charts on uPlot (from npm, served under /dashboard/vendor/).
 import uPlot from "/dashboard/vendor/uplot/dist/uPlot.esm.js";
+import { BYTE_STEPS, byteTicks } from "./format.js";
+import { clock, minutes } from "./time.js";
 
 const HEIGHT = 150;
-const AXIS = {
-  stroke: "#8b98a5",
-  font: "11px system-ui, sans-serif",
-  grid: { stroke: "#232c36", width: 1 },
-  ticks: { stroke: "#2a3440", width: 1, size: 4 },
-};
-
-const pad = (n) => String(n).padStart(2, "0");
-function hms(t) {
-  const d = new Date(t * 1000);
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+// The axes in the theme's colours (base.css), read when drawn: a canvas cannot use var(--muted),
+// and light-dark() needs resolving, which a probe element's computed colour does.
+const probe = document.createElement("span");
+probe.hidden = true;
+document.body.append(probe);
+const themed = {};
+function cssColor(name) {
+  if (!themed[name]) {
+    probe.style.color = `var(${name})`;
+    themed[name] = getComputedStyle(probe).color;
+  }
+  return themed[name];
 }
+const AXIS = {
+  stroke: () => cssColor("--muted"),
+  font: "11px system-ui, sans-serif",
+  grid: { stroke: () => cssColor("--panel-2"), width: 1 },
+  ticks: { stroke: () => cssColor("--border"), width: 1, size: 4 },
+};
+const plots = new Set();
+window.addEventListener("themechange", () => {
+  for (const k of Object.keys(themed)) delete themed[k];
+  for (const p of plots) p.redraw(false, true);
+});
+
+// Time ticks every 10 s to 10 min, at most one per 64 px: a 5-minute window on a desktop panel
+// gets a label a minute (there was one per 5 minutes). HH:MM once the step is whole minutes.
+const TIME_STEPS = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+const timeTicks = (ticks, step) => ticks.map((t) => (step >= 60 ? minutes(t) : clock(t)));
 
 export class Chart {
   /**
@@ -23,10 +42,15 @@ export class Chart {
   constructor(container, spec) {
     this.container = container;
     this.keys = spec.series.map((s) => s.key);
+    this.hovered = null;
     this.window = 300;
     this.data = [[], ...this.keys.map(() => [])];
     this.format = spec.format;
     // Our own legend with the latest values, in the panel's header (uPlot's shows "–" until hovered).
+    this.legend = container.parentElement.querySelector(".legend");
+    this.at = document.createElement("span");
+    this.at.className = "at";
+    this.legend?.append(this.at);
     this.values = spec.series.map((s) => {
       const item = document.createElement("span");
       const marker = document.createElement("i");
@@ -38,30 +62,47 @@ export class Chart {
       return value;
     });
     const yRange = spec.max ? [0, spec.max] : (u, min, max) => [0, Math.max(max * 1.15, 1)];
+    // What the axes show, kept on the container too (data-x-ticks, data-y-ticks): canvas text
+    // is not in the DOM, and tests and curious people can read it there.
+    const label = (axis, fn) => (u, ticks, i, space, step) => {
+      const out = fn(ticks, step);
+      container.dataset[axis] = out.join(" | ");
+      return out;
+    };
     const opts = {
       width: Math.max(container.clientWidth, 200),
       height: HEIGHT,
-      cursor: { drag: { x: false, y: false }, points: { size: 5 } },
+      cursor: { drag: { x: false, y: false }, points: { size: 6 } },
       legend: { show: false },
       padding: [8, 14, 0, 0],
-      scales: { x: { time: true }, y: { range: yRange } },
+      // The x axis always spans the whole window, so the ticks do not jump as it fills.
+      scales: { x: { time: true, range: (u, min, max) => (max == null ? [min, max] : [max - this.window, max]) }, y: { range: yRange } },
       axes: [
-        { ...AXIS, space: 70, size: 30, values: (u, ticks) => ticks.map(hms) },
-        { ...AXIS, size: 64, values: (u, ticks) => ticks.map((v) => spec.format(v)) },
+        { ...AXIS, space: 64, size: 30, incrs: TIME_STEPS, values: label("xTicks", timeTicks) },
+        {
+          ...AXIS,
+          size: 70,
+          space: 24,
+          ...(spec.bytes ? { incrs: BYTE_STEPS } : {}),
+          values: label("yTicks", spec.bytes ? (ticks, step) => byteTicks(ticks, step) : (ticks) => ticks.map(spec.format)),
+        },
       ],
       series: [
-        { value: (u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleTimeString()) },
+        {},
         ...spec.series.map((s) => ({
           label: s.label,
           stroke: s.color,
           width: 1.5,
           fill: `${s.color}22`,
           points: { show: false },
-          value: (u, v) => (v == null ? "–" : spec.format(v)),
         })),
       ],
+      // Hovering shows the values under the cursor in the panel's legend, with their time;
+      // leaving shows the latest again.
+      hooks: { setCursor: [(u) => this.showValues(u.cursor.idx)] },
     };
     this.plot = new uPlot(opts, this.data, container);
+    plots.add(this.plot);
     new ResizeObserver(() => {
       const width = Math.max(container.clientWidth, 200);
       const height = Math.max(container.clientHeight, HEIGHT);
@@ -91,11 +132,19 @@ export class Chart {
 
   draw() {
     this.plot.setData(this.data);
-    const last = this.data[0].length - 1;
+    this.showValues(this.hovered);
+    this.container.dataset.points = String(this.data[0].length);
+  }
+
+  /** The values at point ``idx`` (under the cursor), or the latest when ``idx`` is null. */
+  showValues(idx) {
+    this.hovered = idx == null || idx < 0 ? null : idx;
+    const at = this.hovered ?? this.data[0].length - 1;
     this.values.forEach((b, i) => {
-      const v = last >= 0 ? this.data[i + 1][last] : null;
+      const v = at >= 0 ? this.data[i + 1][at] : null;
       b.textContent = v == null ? "–" : this.format(v);
     });
-    this.container.dataset.points = String(this.data[0].length);
+    this.at.textContent = this.hovered == null ? "" : `at ${clock(this.data[0][at])}`;
+    this.container.dataset.hover = this.hovered == null ? "" : String(this.data[0][at]);
   }
 }

@@ -53,6 +53,7 @@ const charts = {
       { key: "tx", label: "↑ out", color: "#4aa3ff" },
     ],
     format: rate,
+    bytes: true,
   }),
   disk: new Chart($("chart-disk").querySelector(".chart"), {
     series: [
@@ -60,6 +61,7 @@ const charts = {
       { key: "wr", label: "write", color: "#f85149" },
     ],
     format: rate,
+    bytes: true,
   }),
 };
 
@@ -85,11 +87,15 @@ const table = new ProcessTable({
   filter: $("proc-filter"),
   freeze: $("freeze"),
   count: $("proc-count"),
+  // Enter on a row: on to its actions (the first one this session may use).
+  onEnter: () => actionButtons.find((b) => !b.disabled)?.focus(),
   onSelect: (row, gone) => {
     $("selection").dataset.has = "yes";
-    $("sel-text").textContent =
+    const text =
       `PID ${row.pid} · ${row.name} · ${row.user} · started ${started(row.start)} · ${row.status}` +
       (gone ? " · no longer listed" : "");
+    // A live region: said again only when it changes, not at every frame.
+    if ($("sel-text").textContent !== text) $("sel-text").textContent = text;
     $("sel-text").className = gone ? "warn" : "";
     updateControls();
   },
@@ -494,7 +500,7 @@ function switchStream() {
   for (const c of Object.values(charts)) c.reset([]);
   table.clear();
   $("selection").dataset.has = "no";
-  $("sel-text").textContent = "Click a row to pick a target.";
+  $("sel-text").textContent = "Click a row to pick a target (or Tab to the table, arrows, Enter).";
   $("sel-text").className = "muted";
   for (const id of ["cmd-status", "settings-status"]) $(id).textContent = "";
   renderAlerts();

@@ -1,4 +1,5 @@
 // format.js: numbers for people. Pure functions, no DOM.
+import { when } from "./time.js";
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 
@@ -13,6 +14,18 @@ export function bytes(n) {
 }
 
 export const rate = (n) => (n == null ? "–" : `${bytes(n)}/s`);
+
+// Axis steps for bytes: 1, 2 or 5 times a power of ten, in one binary unit (issue 18: the
+// decimal steps uPlot picks by default read 381 and 191 MiB/s).
+const MANTISSAS = [1, 2, 5, 10, 20, 50, 100, 200, 500];
+export const BYTE_STEPS = UNITS.flatMap((_, k) => MANTISSAS.map((m) => m * 1024 ** k));
+
+/** Tick labels for byte steps of ``step``: every label in the step's unit ("0", "2 MiB/s", "4 MiB/s"). */
+export function byteTicks(values, step, suffix = "/s") {
+  let k = 0;
+  while (k < UNITS.length - 1 && step >= 1024 ** (k + 1)) k += 1;
+  return values.map((v) => (v === 0 ? "0" : `${+(v / 1024 ** k).toFixed(2)} ${UNITS[k]}${suffix}`));
+}
 
 export const pct = (n, digits = 1) => (n == null ? "–" : `${Number(n).toFixed(digits)} %`);
 
@@ -31,21 +44,10 @@ export function duration(seconds) {
   return `${s}s`;
 }
 
-const pad = (n) => String(n).padStart(2, "0");
-
-export function clock(t) {
-  if (t == null) return "–";
-  const d = new Date(t * 1000);
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-}
+export { clock } from "./time.js";
 
 /** A process start time: the time of day if today, else the date too. */
-export function started(t) {
-  const d = new Date(t * 1000);
-  const now = new Date();
-  if (d.toDateString() === now.toDateString()) return clock(t);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
-}
+export const started = (t) => when(t, { seconds: true });
 
 /** "ok" | "warn" | "bad" for a percentage, for colouring. */
 export const level = (p, warn = 75, bad = 90) => (p == null ? "ok" : p >= bad ? "bad" : p >= warn ? "warn" : "ok");

@@ -1,11 +1,16 @@
 // procs.js: the process table: sortable, filterable, and frozen on demand while you pick a target.
-import { bytes, el, started } from "./format.js";
+//
+// By keyboard (issue 18): each column header is a button (aria-sort on the sorted one); the rows
+// are one Tab stop (roving tabindex): Up/Down/Home/End move, Space picks the row, Enter picks it
+// and moves to the first action button. Rows are kept across frames (keyed by pid and start
+// time) so the focused one keeps its focus while the numbers change under it.
+import { bytes, clock, el, started } from "./format.js";
 
 const SHOWN = 200;
 const NUMERIC = new Set(["pid", "cpu", "mem", "rss", "start"]);
 
 export class ProcessTable {
-  constructor({ table, tbody, filter, freeze, count, onSelect }) {
+  constructor({ table, tbody, filter, freeze, count, onSelect, onEnter }) {
     this.tbody = tbody;
     this.filterInput = filter;
     this.freezeButton = freeze;
@@ -18,13 +23,26 @@ export class ProcessTable {
     this.sortKey = "cpu";
     this.sortDir = "desc";
     this.selected = null; // the picked process as last listed: {pid, start, name, user, ...}
+    this.trs = new Map(); // "pid:start" -> its <tr>, reused from frame to frame
+    this.current = null; // the key of the row that is the table's Tab stop
+    this.onEnter = onEnter || (() => {});
 
     table.querySelectorAll("th[data-key]").forEach((th) => {
-      th.addEventListener("click", () => this.sortBy(th.dataset.key, table));
+      const button = el("button", "sort", th.textContent);
+      button.type = "button";
+      button.addEventListener("click", () => this.sortBy(th.dataset.key, table));
+      th.replaceChildren(button);
+    });
+    this.showSort(table);
+    tbody.addEventListener("keydown", (ev) => this.key(ev));
+    tbody.addEventListener("focusin", (ev) => {
+      const tr = ev.target.closest("tr[data-key]");
+      if (tr) this.current = tr.dataset.key;
     });
     filter.addEventListener("input", () => this.render());
     freeze.addEventListener("click", () => this.setFrozen(!this.frozen));
     tbody.addEventListener("click", (ev) => {
+      // (a click also focuses the row: it has a tabindex)
       const tr = ev.target.closest("tr[data-pid]");
       if (!tr) return;
       const pick = this.rows.find((r) => String(r.pid) === tr.dataset.pid && String(r.start) === tr.dataset.start);
@@ -34,7 +52,7 @@ export class ProcessTable {
 
   update(frame) {
     if (this.frozen) {
-      this.countEl.textContent = `frozen at ${new Date(this.frozenAt).toLocaleTimeString()} · ${frame.procs_total} processes now`;
+      this.countEl.textContent = `frozen at ${clock(this.frozenAt / 1000)} · ${frame.procs_total} processes now`;
       return;
     }
     this.rows = frame.procs;
@@ -52,7 +70,7 @@ export class ProcessTable {
     this.freezeButton.setAttribute("aria-pressed", String(frozen));
     this.freezeButton.textContent = frozen ? "Frozen · resume updates" : "Freeze";
     if (!frozen) this.render();
-    else this.countEl.textContent = `frozen at ${new Date(this.frozenAt).toLocaleTimeString()}`;
+    else this.countEl.textContent = `frozen at ${clock(this.frozenAt / 1000)}`;
   }
 
   /** Forget every row and the selection (another host is on screen). */
@@ -76,12 +94,48 @@ export class ProcessTable {
       this.sortKey = key;
       this.sortDir = NUMERIC.has(key) && key !== "pid" ? "desc" : "asc";
     }
-    table.querySelectorAll("th[data-key]").forEach((th) => {
-      th.classList.toggle("sorted", th.dataset.key === key);
-      if (th.dataset.key === key) th.dataset.dir = this.sortDir;
-      else delete th.dataset.dir;
-    });
+    this.showSort(table);
     this.render();
+  }
+
+  showSort(table) {
+    table.querySelectorAll("th[data-key]").forEach((th) => {
+      const on = th.dataset.key === this.sortKey;
+      th.classList.toggle("sorted", on);
+      if (on) {
+        th.dataset.dir = this.sortDir;
+        th.setAttribute("aria-sort", this.sortDir === "asc" ? "ascending" : "descending");
+      } else {
+        delete th.dataset.dir;
+        th.removeAttribute("aria-sort");
+      }
+    });
+  }
+
+  key(ev) {
+    const tr = ev.target.closest("tr[data-key]");
+    if (!tr) return;
+    const rows = [...this.tbody.rows];
+    const at = rows.indexOf(tr);
+    const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: rows.length - 1, PageDown: at + 10, PageUp: at - 10 }[ev.key];
+    if (to !== undefined) {
+      ev.preventDefault();
+      const next = rows[Math.max(0, Math.min(rows.length - 1, to))];
+      this.current = next.dataset.key;
+      this.roving();
+      next.focus();
+    } else if (ev.key === " " || ev.key === "Enter") {
+      ev.preventDefault();
+      const pick = this.rows.find((r) => rowKey(r) === tr.dataset.key);
+      if (pick) this.select(pick);
+      if (ev.key === "Enter") this.onEnter();
+    }
+  }
+
+  roving() {
+    const rows = [...this.tbody.rows];
+    const stop = rows.find((tr) => tr.dataset.key === this.current) || rows.find((tr) => tr.classList.contains("selected")) || rows[0];
+    for (const tr of rows) tr.tabIndex = tr === stop ? 0 : -1;
   }
 
   visible() {
@@ -100,27 +154,52 @@ export class ProcessTable {
 
   render() {
     const rows = this.visible();
-    const out = document.createDocumentFragment();
     const sel = this.selected;
+    const focused = this.tbody.contains(document.activeElement) ? document.activeElement : null;
+    const keep = new Map();
+    const order = [];
     for (const r of rows.slice(0, SHOWN)) {
-      const tr = el("tr");
+      const key = rowKey(r);
+      const tr = this.trs.get(key) || el("tr");
+      tr.dataset.key = key;
       tr.dataset.pid = String(r.pid);
       tr.dataset.start = String(r.start);
-      if (sel && sel.pid === r.pid && sel.start === r.start) tr.className = "selected";
+      const picked = Boolean(sel && sel.pid === r.pid && sel.start === r.start);
+      tr.className = picked ? "selected" : "";
+      tr.setAttribute("aria-selected", String(picked));
       if (r.status === "stopped") tr.classList.add("stopped");
-      tr.append(
-        el("td", "num mono", r.pid),
-        el("td", "name", r.name),
-        el("td", "", r.user),
-        el("td", `num mono${r.cpu >= 50 ? " hot" : ""}`, r.cpu.toFixed(1)),
-        el("td", "num mono", r.mem.toFixed(1)),
-        el("td", "num mono", bytes(r.rss)),
-        el("td", `status ${r.status}`, r.status),
-        el("td", "mono", started(r.start)),
-      );
-      out.append(tr);
+      const cells = [
+        ["num mono", r.pid],
+        ["name", r.name],
+        ["", r.user],
+        [`num mono${r.cpu >= 50 ? " hot" : ""}`, r.cpu.toFixed(1)],
+        ["num mono", r.mem.toFixed(1)],
+        ["num mono", bytes(r.rss)],
+        [`status ${r.status}`, r.status],
+        ["mono", started(r.start)],
+      ];
+      if (tr.cells.length !== cells.length) tr.replaceChildren(...cells.map(([c, t]) => el("td", c, t)));
+      else {
+        cells.forEach(([c, t], i) => {
+          const td = tr.cells[i];
+          if (td.className !== c) td.className = c;
+          if (td.textContent !== String(t)) td.textContent = String(t);
+        });
+      }
+      keep.set(key, tr);
+      order.push(tr);
     }
-    this.tbody.replaceChildren(out);
+    for (const [key, tr] of this.trs) if (!keep.has(key)) tr.remove();
+    this.trs = keep;
+    // Put the rows in order, moving only those out of place (moveBefore keeps the focus where
+    // the browser has it; elsewhere the focus is given back below).
+    const move = this.tbody.moveBefore ? (n, ref) => this.tbody.moveBefore(n, ref) : (n, ref) => this.tbody.insertBefore(n, ref);
+    order.forEach((tr, i) => {
+      const there = this.tbody.rows[i] || null;
+      if (there !== tr) tr.isConnected ? move(tr, there) : this.tbody.insertBefore(tr, there);
+    });
+    this.roving();
+    if (focused && focused.isConnected && document.activeElement !== focused) focused.focus({ preventScroll: true });
     if (!this.frozen) {
       const listed = this.rows.length < this.total ? `${this.rows.length} busiest of ${this.total}` : `${this.total}`;
       const shown = rows.length > SHOWN ? `, first ${SHOWN} shown` : "";
@@ -128,3 +207,5 @@ export class ProcessTable {
     }
   }
 }
+
+const rowKey = (r) => `${r.pid}:${r.start}`;

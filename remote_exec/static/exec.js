@@ -7,6 +7,8 @@
 
 import { connect } from "./sse.js";
 import { cssomStyles } from "./xterm_csp.js";
+import { signInHint } from "./hint.js";
+import { when } from "./time.js";
 import { Terminal } from "/exec/vendor/@xterm/xterm/lib/xterm.mjs";
 import { FitAddon } from "/exec/vendor/@xterm/addon-fit/lib/addon-fit.mjs";
 
@@ -37,6 +39,7 @@ async function api(method, path, body) {
   } catch {
     data = null;
   }
+  if (res.status === 401 && path !== "/exec/login") signedIn.set(false);
   if (res.status === 401 && me && path !== "/exec/login") {
     me = null;
     showLogin("Your session ended: log in again.");
@@ -62,7 +65,7 @@ function bytesOf(chunk) {
 }
 
 function fmtTime(t) {
-  return t ? new Date(t * 1000).toLocaleTimeString() : "";
+  return t ? when(t, { seconds: true }) : "";
 }
 
 function fmtDuration(s) {
@@ -139,6 +142,10 @@ function ensureTerminal() {
   cssomStyles($("term")); // before open(): xterm writes its CSS as it builds its DOM
   term.open($("term"));
   term.onData((data) => typeKeys(data));
+  // Tab belongs to the program while it runs (completion in a shell), but not after it ended
+  // and never Shift+Tab: then the browser moves the focus on, and the terminal is no keyboard
+  // trap (issue 18). Returning false leaves the key to the browser.
+  term.attachCustomKeyEventHandler((ev) => !(ev.key === "Tab" && (ev.shiftKey || term.options.disableStdin)));
   return term;
 }
 
@@ -174,8 +181,11 @@ async function login(token, name) {
     showLogin(r.status === 401 ? "That token is not valid (or has expired)." : detail(r));
     return false;
   }
+  signedIn.set(true);
   return true;
 }
+
+const signedIn = signInHint("exec.signed-in");
 
 async function boot() {
   const params = new URLSearchParams(location.hash.slice(1));
@@ -186,6 +196,9 @@ async function boot() {
     const run = params.get("run");
     history.replaceState(null, "", location.pathname + (run ? `#run=${run}` : ""));
     await login(token, null);
+  } else if (!signedIn.maybe()) {
+    showLogin(); // never logged in from this browser: nothing to ask the server
+    return;
   }
   const r = await api("GET", "/exec/me");
   if (!r.ok) {
@@ -193,6 +206,7 @@ async function boot() {
     return;
   }
   me = r.data;
+  signedIn.set(true);
   await showApp();
 }
 
@@ -367,6 +381,7 @@ function onRunInfo(info) {
     ensureTerminal();
     term.reset();
     term.options.disableStdin = me.role !== "operator";
+    if (current.focusTerm && run.status === "running") term.focus(); // typing goes to the run just started
   }
   const live = run.status === "running";
   $("controls").hidden = !(me.role === "operator" && live);
@@ -586,7 +601,7 @@ $("start-form").addEventListener("submit", async (ev) => {
     }
     upsertRun(r.data);
     openRun(r.data.id);
-    if (body.pty) term.focus();
+    current.focusTerm = body.pty; // once the terminal is on screen (onRunInfo)
   } finally {
     $("start").disabled = false;
   }
@@ -601,6 +616,7 @@ $("login-form").addEventListener("submit", async (ev) => {
 
 $("logout").addEventListener("click", async () => {
   await api("POST", "/exec/logout");
+  signedIn.set(false);
   closeRun();
   me = null;
   showLogin("Logged out.");
