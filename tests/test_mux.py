@@ -30,6 +30,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield srv
 
 
+@pytest.fixture(autouse=True)
+async def no_subscriber_left(server: LiveServer) -> Any:
+    """Each test starts on a server with no open subscription (the previous test's last ones
+    are released within moments of its client going), and leaves none behind."""
+    await wait_subscribers(server, 0)
+    yield
+    await wait_subscribers(server, 0)
+
+
 def subscribers(srv: LiveServer) -> int:
     """Open hub subscriptions over every app of the server (what a leak would leave behind)."""
     assert srv.server is not None
