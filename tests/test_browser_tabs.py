@@ -38,6 +38,7 @@ RECORD_FRAMES = """
 window.__frames = [];
 addEventListener("sse:frame", (e) => window.__frames.push([e.detail.url, e.detail.event, e.detail.id]));
 """
+METRICS_TOKEN = "tabs-metrics-token-0123456789"
 NO_SHARED_WORKER = "delete window.SharedWorker;"
 NO_SHARING = "delete window.SharedWorker; delete window.BroadcastChannel; delete Navigator.prototype.locks;"
 
@@ -51,7 +52,7 @@ def redis() -> Iterator[RedisServer]:
 @pytest.fixture
 def product(tmp_path: Path, redis: RedisServer) -> Iterator[Product]:
     # On Redis, every app's history survives a restart of the server: ids go on where they were.
-    prod = Product(tmp_path / "data", "--backend", redis.url)
+    prod = Product(tmp_path / "data", "--backend", redis.url, "--metrics-token", METRICS_TOKEN)
     redis_flush(redis)
     prod.start()
     httpx.post(prod.url + "/basics/interval", json={"seconds": 0.2}, timeout=10).raise_for_status()
@@ -71,6 +72,27 @@ def sse_requests(product: Product, since: int = 0) -> list[tuple[str, str]]:
     """``(client port, path)`` of every stream request the server answered (log offset ``since``)."""
     found = re.findall(r'127\.0\.0\.1:(\d+) - "GET (/sse/mux|/[^ ]*/events[^ ]*) HTTP', product.output()[since:])
     return [(port, path) for port, path in found]
+
+
+def gauge(product: Product, name: str, label: str = "") -> float:
+    text = httpx.get(product.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} {label} not in /metrics")
+
+
+def mux_topics(product: Product) -> int:
+    return int(gauge(product, "sse_mux_topics_open"))
+
+
+def crash(ctx: BrowserContext, page: Page) -> None:
+    """The renderer dies: no pagehide, no unload; only the browser knows the tab is gone."""
+    gone: list[Page] = []
+    page.on("crash", lambda p: gone.append(p))
+    with contextlib.suppress(PlaywrightError):  # the answer never comes: the page is gone
+        ctx.new_cdp_session(page).send("Page.crash", timeout=2000)
+    wait_until(lambda: bool(gone), what="the tab's crash")
 
 
 def established_from(product: Product, port: str) -> bool:
@@ -175,6 +197,8 @@ def test_twenty_tabs_of_every_app_share_one_connection(new_context: Contexts, pr
     streams = sse_requests(product)
     assert [path for _, path in streams] == ["/sse/mux"], streams
     assert established_from(product, streams[0][0])  # and it is still the one in use
+    assert gauge(product, "sse_streams_open", 'topic_class="mux"') == 1
+    assert mux_topics(product) >= 20  # (the finished run's streams were closed by their pages)
     shot([tabs[0], tabs[1], tabs[2], tabs[-1]], "twenty")
 
 
@@ -195,12 +219,7 @@ def test_leader_tab_closes_or_crashes_and_the_others_carry_on(new_context: Conte
     seen = [count(p) for p in tabs]
     wait_until(lambda: all(count(p) >= n + 5 for p, n in zip(tabs, seen, strict=True)), what="ticks after hand-over")
 
-    crashed = tabs.pop(0)
-    gone: list[Page] = []
-    crashed.on("crash", lambda p: gone.append(p))
-    with contextlib.suppress(PlaywrightError):  # the answer never comes: the page is gone
-        ctx.new_cdp_session(crashed).send("Page.crash", timeout=2000)
-    wait_until(lambda: bool(gone), what="the leader tab's crash")
+    crash(ctx, tabs.pop(0))
     wait_until(lambda: len(sse_requests(product)) == 3, what="a mux from the leader after the crash")
     seen = [count(p) for p in tabs]
     wait_until(lambda: all(count(p) >= n + 5 for p, n in zip(tabs, seen, strict=True)), what="ticks after the crash")
@@ -210,6 +229,21 @@ def test_leader_tab_closes_or_crashes_and_the_others_carry_on(new_context: Conte
         assert unbroken(ids), ids  # no gap, nothing twice, across both hand-overs
         assert page.locator("#resets").text_content() == "0"
     assert [path for _, path in sse_requests(product)] == ["/sse/mux"] * 3
+
+
+def test_the_shared_worker_forgets_closed_and_crashed_tabs(new_context: Contexts, product: Product) -> None:
+    ctx = new_context()
+    tabs = open_tabs(ctx, product, ["/basics/"] * 3)
+    for page in tabs:
+        expect(page.locator("#state")).to_have_text("open")
+    wait_until(lambda: mux_topics(product) == 3, what="three topics")
+    tabs[0].close()  # pagehide: the tab says bye
+    wait_until(lambda: mux_topics(product) == 2, what="the closed tab's topic dropped")
+    crash(ctx, tabs[1])  # its Web Lock is released by the browser
+    wait_until(lambda: mux_topics(product) == 1, what="the crashed tab's topic dropped")
+    before = count(tabs[2])
+    wait_until(lambda: count(tabs[2]) >= before + 3, what="ticks on the tab left")
+    assert [path for _, path in sse_requests(product)] == ["/sse/mux"]
 
 
 def test_without_shared_worker_a_leader_tab_relays_chat(new_context: Contexts, product: Product) -> None:

@@ -6,11 +6,14 @@
 // SharedWorker (served at /sse/worker.js) or, where there is no SharedWorker, is imported by the
 // tab elected leader (sse.js); `Hub` is the same in both.
 //
-// Tab -> hub:  {op: "hello"|"bye", tab} · {op: "sub", tab, k, path, last} · {op: "unsub", tab, k}
+// Tab -> hub:  {op: "hello", tab, locked} · {op: "bye"|"ping", tab}
+//              {op: "sub", tab, k, path, last} · {op: "unsub", tab, k}
 // Hub -> tab:  {op: "ready"} · {op: "m", k, e, id, d} · {op: "t", k, state, status?, body?}
 //              {op: "down"} (the mux dropped: every topic of the tab is retrying)
+//              {op: "again"} (the tab was taken for dead: it sends hello and its topics again)
 
 const MUX = "/sse/mux";
+const SILENT_MS = 60000; // a tab without a lock that has not pinged for this long is gone
 
 export class Hub {
   /** `send(tab, message)` reaches one tab; `gone(tab)` is told when a tab is forgotten. */
@@ -19,6 +22,8 @@ export class Hub {
     this.gone = gone;
     this.tabs = new Set();
     this.watched = new Set(); // tabs whose lock we wait for (granted = the tab died)
+    this.pinged = new Map(); // tab -> when it last pinged (tabs that hold no lock)
+    this.sweeper = null;
     this.topics = new Map(); // key -> {tab, path, last, sent: "no" | "posting" | "yes"}
     this.unsubs = new Set(); // keys the server knows and no tab wants any more
     this.es = null;
@@ -30,30 +35,47 @@ export class Hub {
   }
 
   message(msg) {
-    if (msg.op === "hello") this.hello(msg.tab);
+    if (msg.op === "hello") this.hello(msg.tab, msg.locked);
+    else if (msg.op === "ping") this.ping(msg.tab);
     else if (msg.op === "bye") this.forget(msg.tab);
     else if (msg.op === "sub") this.subscribe(msg);
     else if (msg.op === "unsub") this.unsubscribe(msg.k);
   }
 
-  hello(tab) {
+  hello(tab, locked) {
     this.tabs.add(tab);
     // A closed tab says "bye" on pagehide, but a crashed one says nothing. Each tab holds the
     // lock "sse-tab:<id>" for its whole life; the browser releases it when the tab goes away for
     // any reason, so our queued request for it is granted exactly then.
-    if (navigator.locks && !this.watched.has(tab)) {
-      this.watched.add(tab);
-      navigator.locks.request(`sse-tab:${tab}`, () => {
-        this.watched.delete(tab);
-        this.forget(tab);
-      });
+    if (locked && navigator.locks) {
+      if (!this.watched.has(tab)) {
+        this.watched.add(tab);
+        navigator.locks.request(`sse-tab:${tab}`, () => {
+          this.watched.delete(tab);
+          this.forget(tab);
+        });
+      }
+    } else {
+      this.ping(tab); // no Web Locks (not a secure context): the tab pings instead
     }
     this.send(tab, { op: "ready" });
+  }
+
+  ping(tab) {
+    if (!this.tabs.has(tab)) {
+      this.send(tab, { op: "again" }); // a live tab we took for dead (a hidden tab's slow timers)
+      return;
+    }
+    this.pinged.set(tab, Date.now());
+    this.sweeper ??= setInterval(() => {
+      for (const [t, when] of this.pinged) if (Date.now() - when > SILENT_MS) this.forget(t);
+    }, SILENT_MS / 4);
   }
 
   forget(tab) {
     for (const [k, t] of this.topics) if (t.tab === tab) this.unsubscribe(k);
     this.tabs.delete(tab);
+    this.pinged.delete(tab);
     this.gone(tab);
   }
 
@@ -212,7 +234,7 @@ if (typeof SharedWorkerGlobalScope === "function" && self instanceof SharedWorke
   self.onconnect = (event) => {
     const port = event.ports[0];
     port.onmessage = (ev) => {
-      if (ev.data.op === "hello") ports.set(ev.data.tab, port);
+      if (ev.data.op === "hello" || ev.data.op === "ping") ports.set(ev.data.tab, port);
       hub.message(ev.data);
     };
   };

@@ -86,7 +86,9 @@ async function choose() {
   return null;
 }
 
-// The hub learns that a tab crashed when the lock the tab holds for its whole life is released.
+// The hub learns that a tab crashed when the lock the tab holds for its whole life is released;
+// without Web Locks (not a secure context) the tab pings, and silence means it is gone.
+const PING_MS = 10000;
 let tabLock = null;
 function holdTabLock() {
   if (!navigator.locks) return Promise.resolve();
@@ -106,9 +108,11 @@ async function viaWorker() {
   await new Promise((ready, fail) => {
     worker.addEventListener("error", fail); // the script did not load: this server has no mux
     port.onmessage = (ev) => (ev.data.op === "ready" ? ready() : receive(ev.data));
-    port.postMessage({ op: "hello", tab });
+    port.postMessage({ op: "hello", tab, locked: Boolean(navigator.locks) });
   });
-  return (msg) => port.postMessage(msg);
+  const post = (msg) => port.postMessage(msg);
+  if (!navigator.locks) setInterval(() => post({ op: "ping", tab }), PING_MS);
+  return post;
 }
 
 async function viaLeader() {
@@ -128,7 +132,7 @@ async function viaLeader() {
     }
   };
   navigator.locks.request("sse-mux-leader", () => lead(Hub)); // queued until we are first
-  post({ op: "hello", tab });
+  post({ op: "hello", tab, locked: true });
   return post;
 }
 
@@ -143,12 +147,13 @@ function lead(Hub) {
 }
 
 function receive(m) {
-  if (m.op === "down") for (const topic of live.values()) topic.feed(m);
+  if (m.op === "again") resend(send);
+  else if (m.op === "down") for (const topic of live.values()) topic.feed(m);
   else live.get(m.k)?.feed(m);
 }
 
 function resend(post) {
-  post({ op: "hello", tab });
+  post({ op: "hello", tab, locked: Boolean(navigator.locks) });
   for (const topic of live.values()) topic.resend();
 }
 
