@@ -2,6 +2,7 @@
 
     python -m bench            # the full run: table, bench/results/latest.json, bench/results/latest.png
     python -m bench --quick    # under a minute, for CI: exits 1 if any event is lost or reordered
+    python -m bench mux        # one shared connection (/sse/mux) with 20 topics against 20 streams
 
 Everything talks to 127.0.0.1 only; every loop is bounded in count and time.
 """
@@ -417,6 +418,10 @@ def chart(bursts: list[dict[str, Any]], pace: list[dict[str, Any]], path: Path) 
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["mux"]:  # `python -m bench mux`: the shared connection vs plain streams
+        from bench import mux
+
+        return mux.main(sys.argv[2:])
     parser = argparse.ArgumentParser(prog="bench", description="SSE hub vs a naive baseline, on loopback.")
     parser.add_argument("--quick", action="store_true", help="small run for CI (< 1 min); fails on any loss")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")

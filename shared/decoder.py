@@ -68,9 +68,11 @@ class Decoder:
     """An incremental event-stream parser for one connection (make a new one per connection,
     passing the last event id the previous one ended with)."""
 
-    def __init__(self, last_event_id: str | None = None) -> None:
+    def __init__(self, last_event_id: str | None = None, *, mid_stream: bool = False) -> None:
         self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._start = True  # the BOM check is for the first character of the stream only
+        # The BOM check is for the first character of the stream only (``mid_stream``: a parser
+        # taking over a stream between two events, where a BOM is data).
+        self._start = not mid_stream
         self._pending = ""  # an unfinished line
         self._after_cr = False  # the last chunk ended in CR: a leading LF belongs to it
         self._data: list[str] = []
@@ -111,6 +113,12 @@ class Decoder:
             if event is not None:
                 out.append(event)
         return out
+
+    @property
+    def between_events(self) -> bool:
+        """Nothing half-read: no partial line, no CR waiting for its LF, no fields of an event
+        not yet dispatched (what a chunk ending with a blank line leaves)."""
+        return not (self._pending or self._after_cr or self._has_data or self._event)
 
     def close(self) -> None:
         """The stream ended: a block without its blank line is discarded, as the spec says."""

@@ -30,6 +30,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield srv
 
 
+@pytest.fixture(autouse=True)
+async def no_subscriber_left(server: LiveServer) -> Any:
+    """Each test starts on a server with no open subscription (the previous test's last ones
+    are released within moments of its client going), and leaves none behind."""
+    await wait_subscribers(server, 0)
+    yield
+    await wait_subscribers(server, 0)
+
+
 def subscribers(srv: LiveServer) -> int:
     """Open hub subscriptions over every app of the server (what a leak would leave behind)."""
     assert srv.server is not None
@@ -347,3 +356,17 @@ async def test_worker_script_path_is_the_muxs(server: LiveServer, tmp_path: Path
             mux_app.worker_script = saved
         # Other /sse/ paths are the app's.
         assert (await client.get("/sse/other")).status_code == 404
+
+
+async def test_concurrent_changes_of_one_key_leave_one_topic_running(server: LiveServer) -> None:
+    base = subscribers(server)
+    async with MuxClient(server.url) as mux:
+        answers = await asyncio.gather(
+            *(mux.post({"subscribe": [{"k": "same", "path": "/basics/events"}]}) for _ in range(10))
+        )
+        assert [r.status_code for r in answers] == [200] * 10
+        await mux.until(lambda: len([s for s in mux.states("same") if s["state"] == "open"]) >= 1)
+        await asyncio.sleep(0.3)
+        await wait_subscribers(server, base + 1)
+        await mux.unsubscribe("same")
+        await wait_subscribers(server, base)

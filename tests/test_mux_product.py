@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.mux_rig import MuxClient
-from tests.product.rig import Product
+from tests.product.rig import EXEC_TOKEN, Product
 from tests.rig import RedisServer
 
 METRICS_TOKEN = "mux-metrics-token-0123456789"
@@ -121,5 +121,38 @@ async def test_with_two_workers_a_post_reaching_the_other_worker_is_forwarded(
                 )
             assert gone.status_code == 404, gone.text
             assert owner != "f" * 12
+    finally:
+        product.stop()
+
+
+@pytest.mark.parametrize("module", ["chat", "dashboard", "remote_exec"])
+async def test_each_app_served_alone_answers_the_mux(tmp_path: Path, module: str) -> None:
+    product = Product(tmp_path, module=module).start(ready_path="/healthz")
+    try:
+        async with httpx.AsyncClient(base_url=product.url, timeout=10) as http:
+            topic: dict[str, str] = {"k": "a"}
+            if module == "chat":
+                assert (await http.post("/chat/session", json={"name": "gus"})).status_code == 200
+                topic["path"] = "/chat/rooms/general/events"
+            elif module == "dashboard":
+                topic["path"] = "/dashboard/events"
+            else:  # the exec token given per topic, as a page with a viewer token would
+                topic |= {"path": "/exec/events", "authorization": f"Bearer {EXEC_TOKEN}"}
+            async with MuxClient(product.url, cookies=http.cookies) as mux:
+                assert (
+                    await mux.post({"subscribe": [topic, {"k": "b", "path": topic["path"].split("?")[0]}]})
+                ).status_code == 200
+                await mux.state("a", "open")
+                if module == "remote_exec":
+                    refused = await mux.state("b", "error")  # the same stream without the token
+                    assert refused["status"] == 401
+                    run = await http.post(
+                        "/exec/runs", json={"argv": ["echo", "hi"]}, headers={"authorization": f"Bearer {EXEC_TOKEN}"}
+                    )
+                    assert run.status_code == 201, run.text
+                    await mux.until(lambda: any(run.json()["id"] in f["d"] for f in mux.frames("a")), what="the run")
+                else:
+                    await mux.state("b", "open")
+                    await mux.count("a", 1)
     finally:
         product.stop()

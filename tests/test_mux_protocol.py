@@ -20,6 +20,7 @@ from shared.mux.protocol import (
     split_topic,
     state_frame,
 )
+from shared.mux.relay import BlockCache, Relay
 
 
 def test_a_change_is_parsed_with_its_optional_fields() -> None:
@@ -94,3 +95,60 @@ def test_frames_decode_to_what_the_protocol_says() -> None:
     assert events[3].json() == {"k": "k", "state": "error", "status": 403, "body": {"detail": "no"}}
     assert events[4].retry == 1000
     assert all(e.id is None for e in events)  # the mux stream sets no id of its own
+
+
+def _frames_by_decoder(k: str, chunks: list[bytes], last_id: str | None) -> bytes:
+    decoder = Decoder(last_id)
+    out = b""
+    for chunk in chunks:
+        for e in decoder.feed(chunk):
+            out += relay_frame(k, e.event, e.id, e.data)
+    return out
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"retry: 3000\n\nevent: presence\ndata: {}\n\n", b"id: 1\ndata: a\n\n", b": ping\n\n", b"data: b\n\n"],
+        [b"\xef\xbb\xbfdata: bom first\n\n", b"id: 2\nevent: tick\ndata: x\ndata: y\n\n"],
+        [b"id: 1\ndata: split", b" line\n", b"\n", b"data: then\n\n", b"id: 3\r\ndata: crlf\r\n\r\n", b"data: z\n\n"],
+        [b"data: a\r", b"\ndata: b\n\n", b"id:\ndata: cleared\n\n"],
+    ],
+)
+def test_relayed_frames_equal_the_decoders_whatever_the_chunks(chunks: list[bytes]) -> None:
+    cache = BlockCache()
+    relay = Relay("tab:1", "0", cache)
+    assert b"".join(relay.frames(c) for c in chunks) == _frames_by_decoder("tab:1", chunks, "0")
+
+
+def test_events_shared_by_many_topics_are_parsed_once() -> None:
+    cache = BlockCache()
+    relays = [Relay(f"k{i}", None, cache) for i in range(50)]
+    first = b"retry: 3000\n\n"
+    shared = b'id: 7\nevent: tick\ndata: {"n": 7}\n\nevent: typing\ndata: ann\n\n'
+    for i, relay in enumerate(relays):
+        assert relay.frames(first) == b""
+        assert relay.frames(shared) == _frames_by_decoder(f"k{i}", [first, shared], None)
+    assert (cache.misses, cache.hits) == (2, 98)  # two events, parsed once each
+    assert all(r.last_id == "7" for r in relays)
+    # The same bytes read from another position (another id in force) are parsed again: an
+    # id-less event carries the id of the topic's own stream.
+    ephemeral = b"event: typing\ndata: bob\n\n"
+    assert b'"id":"7"' in relays[0].frames(ephemeral)
+    late = Relay("late", "3", cache)
+    late.frames(first)
+    assert b'"id":"3"' in late.frames(ephemeral)
+
+
+def test_a_lagging_topics_joined_chunk_reuses_what_the_others_parsed() -> None:
+    cache = BlockCache()
+    ahead, behind = Relay("a", None, cache), Relay("b", None, cache)
+    events = [f"id: {n}\nevent: tick\ndata: {n}\n\n".encode() for n in range(1, 6)]
+    for relay in (ahead, behind):
+        relay.frames(b"retry: 1000\n\n")
+    for event in events:
+        ahead.frames(event)
+    joined = b"".join(events) + b": ping\n\n"  # what the hub writes to a subscriber that fell behind
+    assert behind.frames(joined) == _frames_by_decoder("b", [b"retry: 1000\n\n", joined], None)
+    assert cache.misses == 6  # five events and the comment, once each
+    assert behind.last_id == "5"

@@ -28,6 +28,7 @@ from ..limits import ConnectionLimiter, TooManyStreams, WriteWatchdog, client_ad
 from ..security import SECURITY_HEADERS, UnsupportedMediaType, check_content_type, check_origin, tokens_equal
 from .conn import MuxConn, TooManyTopics
 from .protocol import MAX_BODY, BadRequest, Change, parse_change
+from .relay import BlockCache
 from .routes import stream_refusal
 
 __all__ = ["Mux", "MuxSettings"]
@@ -83,6 +84,7 @@ class Mux:
         self.conns: dict[str, MuxConn] = {}
         self.limiter = ConnectionLimiter(s.max_streams_per_client, limit_loopback=s.limit_loopback)
         self.watchdog = WriteWatchdog(s.write_timeout)
+        self.cache = BlockCache()  # chunks shared by many topics, parsed once (shared.mux.relay)
         self.closing = False
         self.router: Any = None
         self._hub: Any = None
@@ -196,7 +198,7 @@ class Mux:
             await _json(send, 429, body, [(b"retry-after", str(exc.retry_after).encode())])
             return
         conn_id = f"{self.tag}.{secrets.token_urlsafe(16)}"
-        conn = MuxConn(self.app, scope, conn_id, secrets.token_urlsafe(24), self.settings.max_topics)
+        conn = MuxConn(self.app, scope, conn_id, secrets.token_urlsafe(24), self.settings.max_topics, self.cache)
         self.conns[conn_id] = conn
         self.opened += 1
         self.watchdog.add(conn)
@@ -259,15 +261,19 @@ class Mux:
             change = parse_change(body)
         except BadRequest as exc:
             raise _Refused(400, exc.detail, {"field": exc.field}) from None
-        try:
-            self._check_caps(conn, change)
-        except TooManyTopics as exc:
-            raise _Refused(
-                429, str(exc), {"limit": exc.limit, "limit_name": exc.limit_name}, {"retry-after": "5"}
-            ) from None
         refusals = {s.k: why for s in change.subscribe if (why := stream_refusal(self.app, s.path)) is not None}
-        result = await conn.apply(change, refusals, cookie)
-        return result
+        # One change at a time per connection: two POSTs replacing one key at once would each
+        # start a topic, and the one overwritten in the table would never be stopped.
+        async with conn.lock:
+            if conn.ended or conn.closing:
+                raise _Refused(404, "unknown mux connection")
+            try:
+                self._check_caps(conn, change)
+            except TooManyTopics as exc:
+                raise _Refused(
+                    429, str(exc), {"limit": exc.limit, "limit_name": exc.limit_name}, {"retry-after": "5"}
+                ) from None
+            return await conn.apply(change, refusals, cookie)
 
     def _check_caps(self, conn: MuxConn, change: Change) -> None:
         s = self.settings

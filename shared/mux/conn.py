@@ -17,6 +17,7 @@ from typing import Any
 from ..encoding import encode_comment
 from ..limits import ABORT_CONNECTION
 from .protocol import Change, hello_frame, shutdown_frame, state_frame
+from .relay import BlockCache
 from .topic import Topic, sub_scope
 
 __all__ = ["MuxConn", "TooManyTopics"]
@@ -54,10 +55,12 @@ class MuxConn:
         "_task",
         "_wake",
         "app",
+        "cache",
         "closing",
         "ended",
         "hung_up",
         "id",
+        "lock",
         "max_topics",
         "scope",
         "token",
@@ -65,13 +68,23 @@ class MuxConn:
         "writing_since",
     )
 
-    def __init__(self, app: Any, scope: dict[str, Any], conn_id: str, token: str, max_topics: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        scope: dict[str, Any],
+        conn_id: str,
+        token: str,
+        max_topics: int,
+        cache: BlockCache | None = None,
+    ) -> None:
         self.app = app
+        self.cache = cache or BlockCache()
         self.scope = scope
         self.id = conn_id
         self.token = token
         self.max_topics = max_topics
         self.topics: dict[str, Topic] = {}
+        self.lock = asyncio.Lock()  # held by each change (shared.mux.app)
         self.closing = False  # the server is shutting down: end with `shutdown`
         self.ended = False  # the response is over: no more frames, no more changes
         self.hung_up = False
@@ -112,11 +125,12 @@ class MuxConn:
         replaced = [self.topics.pop(s.k) for s in change.subscribe if s.k in self.topics]
         for topic in [*gone, *replaced]:
             topic.current = False
-        await asyncio.gather(*(t.stop() for t in [*gone, *replaced]))
+        # Shielded: a POST whose client went away must still see its old topics ended.
+        await asyncio.shield(asyncio.gather(*(t.stop() for t in [*gone, *replaced])))
         for sub in change.subscribe:
             if self.ended:
                 break
-            topic = Topic(sub)
+            topic = Topic(sub, self.cache)
             why = (refusals or {}).get(sub.k)
             if why is not None:
                 topic.state = "error"

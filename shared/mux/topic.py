@@ -16,9 +16,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..decoder import Decoder
 from ..limits import MUX_SCOPE_KEY
-from .protocol import Subscribe, relay_frame, split_topic, state_frame
+from .protocol import Subscribe, split_topic, state_frame
+from .relay import BlockCache, Relay
 
 __all__ = ["MUX_SCOPE_KEY", "Topic", "sub_scope"]
 
@@ -94,11 +94,12 @@ class Topic:
     """A subscribed key and its running sub-request; ``current`` is False once unsubscribed or
     replaced, and from then on its frames are dropped (a key's frames belong to one run)."""
 
-    __slots__ = ("current", "gone", "key", "state", "sub", "task")
+    __slots__ = ("cache", "current", "gone", "key", "state", "sub", "task")
 
-    def __init__(self, sub: Subscribe) -> None:
+    def __init__(self, sub: Subscribe, cache: BlockCache | None = None) -> None:
         self.key = sub.k
         self.sub = sub
+        self.cache = cache or BlockCache()
         self.current = True
         self.state = "starting"  # then "open", "error" or "closed"
         self.gone = asyncio.Event()  # set: the sub-request is told its client went away
@@ -124,7 +125,7 @@ class Topic:
 
     async def _run(self, app: Any, scope: dict[str, Any], emit: Emit, closing: Callable[[], bool]) -> None:
         key = self.key
-        decoder = Decoder(self.sub.last_event_id)
+        relay = Relay(key, self.sub.last_event_id, self.cache)
         error = bytearray()
         status = 0
         asked = False
@@ -152,10 +153,10 @@ class Topic:
             elif kind == "http.response.body":
                 body = message.get("body", b"")
                 if self.state == "open":
-                    if body:
-                        for event in decoder.feed(body):
-                            # Comments (heartbeats) and retry: fields never become events.
-                            await emit(self, relay_frame(key, event.event, event.id, event.data))
+                    # Comments (heartbeats) and retry: fields never become frames.
+                    frames = relay.frames(body) if body else b""
+                    if frames:
+                        await emit(self, frames)
                 elif self.state == "starting":
                     if len(error) < _MAX_ERROR_BODY:
                         error.extend(body[: _MAX_ERROR_BODY - len(error)])
