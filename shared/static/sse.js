@@ -263,10 +263,11 @@ export function connect(url, options = {}) {
         setState("open");
         onOpen();
       } else {
-        // The topic's stream ended or was refused: ask again later, as EventSource would.
+        // The topic's stream ended or was refused: ask again later, as EventSource would; not
+        // after a 204, which is the server saying "nothing more, ever" (docs/mux.md).
         live.delete(key);
         key = null;
-        scheduleRetry();
+        if (m.status !== 204) scheduleRetry();
       }
     },
     resend() {
