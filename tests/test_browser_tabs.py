@@ -12,6 +12,7 @@ client's port, and the mux's topics are internal sub-requests that never appear 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import signal
@@ -109,6 +110,10 @@ def streams_heard(page: Page) -> set[str]:
     return {url.split("?")[0] for url, _, _ in frames(page)}
 
 
+def heard_all(page: Page, want: set[str]) -> bool:
+    return want <= streams_heard(page)
+
+
 def tick_ids(page: Page) -> list[int]:
     """The numbers of the ticks a /basics/ page shows, oldest first."""
     data = page.locator("#log li.tick .data").all_text_contents()
@@ -189,7 +194,7 @@ def test_twenty_tabs_of_every_app_share_one_connection(new_context: Contexts, pr
     for i, page in enumerate(tabs):
         app = "/" + page.url.split("/")[3] + "/"
         want = wanted[app]
-        wait_until(lambda p=page, w=want: w <= streams_heard(p), timeout=15, what=f"tab {i + 1} {app}: every stream")
+        wait_until(functools.partial(heard_all, page, want), timeout=15, what=f"tab {i + 1} {app}: every stream")
     page = tabs[0]
     page.wait_for_timeout(500)
     expect(mine).to_have_count(1)  # once, not once per tab or per stream
