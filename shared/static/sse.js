@@ -66,6 +66,9 @@ export function connect(url, options = {}) {
 
   const track = (ev) => {
     if (ev.lastEventId) lastEventId = ev.lastEventId;
+    // Every frame this page takes in, for the wire view (wire.js).
+    const detail = { url: ev.target.url, id: ev.lastEventId, event: ev.type, data: ev.data, size: new Blob([ev.data]).size, time: Date.now() };
+    window.dispatchEvent(new CustomEvent("sse:frame", { detail }));
   };
 
   const handlers = { ...on };
