@@ -102,10 +102,15 @@ def views(url: str) -> dict[str, Callable[[Page], None]]:
         "dashboard": plain("/dashboard/", "#proc-rows tr"),
         "exec-login": plain("/exec/", "#token"),
         "exec": lambda page: log_in_exec(page, url),
+        "basics-wire": plain("/basics/?wire=1", "#wire .wire-row"),
+        "dashboard-wire": plain("/dashboard/?wire=1", "#wire .wire-row"),
     }
 
 
-VIEW_NAMES = ["index", "basics", "bidi", "chat-join", "chat", "dashboard", "exec-login", "exec"]
+VIEW_NAMES = [
+    *("index", "basics", "bidi", "chat-join", "chat", "dashboard", "exec-login", "exec"),
+    *("basics-wire", "dashboard-wire"),  # the wire view open
+]
 
 
 def focused(page: Page, selector: str) -> bool:
