@@ -109,7 +109,9 @@ class Ticker:
             if self.leads():
                 self.seq += 1
                 with contextlib.suppress(BackendUnavailable):  # skip a tick while Redis is away
-                    await self.hub.publish_json(TOPIC, {"n": self.seq, "t": time.time()}, event="tick")
+                    # ``every``: the interval now, so every page shows a change another viewer made.
+                    tick = {"n": self.seq, "t": time.time(), "every": self.interval}
+                    await self.hub.publish_json(TOPIC, tick, event="tick")
 
 
 def _ticker(state: State) -> Ticker:

@@ -628,3 +628,10 @@ window.addEventListener("hashchange", () => {
 });
 
 boot();
+
+// Pipe mode drops colours by the programs' own choice (they see no terminal): say so, not silently.
+const showPtyNote = () => {
+  $("pty-note").hidden = $("pty").checked;
+};
+$("pty").addEventListener("change", showPtyNote);
+showPtyNote();

@@ -7,6 +7,7 @@ let stream = null;
 let count = 0;
 let resets = 0;
 let lastId = null;
+let shownEvery = null; // the ticker's interval as this page last showed it
 
 function addLine(type, id, text, cls = "") {
   const li = document.createElement("li");
@@ -38,7 +39,16 @@ function start() {
         lastId = ev.lastEventId;
         $("count").textContent = String(count);
         $("last-id").textContent = lastId;
-        addLine("tick", ev.lastEventId, ev.data, "tick");
+        // A tick made well before it arrived was missed while away and replayed from the log.
+        const age = typeof data?.t === "number" ? Date.now() / 1000 - data.t : 0;
+        const every = typeof data?.every === "number" ? data.every : null;
+        const replayed = age > Math.max(2, 2 * (every ?? 1));
+        addLine(replayed ? "replayed" : "tick", ev.lastEventId, ev.data, replayed ? "tick replayed" : "tick");
+        if (every !== null && !replayed && every !== shownEvery) {
+          if (shownEvery !== null) addLine("interval", null, `the ticker now ticks every ${every} s, for everybody watching`, "note");
+          shownEvery = every;
+          if (document.activeElement !== $("interval")) $("interval").value = every;
+        }
       },
     },
     onState: setState,
