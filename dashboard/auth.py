@@ -20,7 +20,7 @@ from litestar import Request
 from litestar.datastructures import Cookie
 from litestar.exceptions import ClientException, NotAuthorizedException
 
-from shared.security import COOKIE_PATH, new_token, tokens_equal
+from shared.security import COOKIE_PATH, bearer, new_token, tokens_equal
 from shared.throttle import FailureThrottle
 
 from .sessions import LoginSession, LoginSessions, session_key
@@ -103,8 +103,7 @@ class ControlAuth:
     async def actor(self, request: Request[Any, Any, Any]) -> Actor | None:
         """The authorised caller of this request, or ``None`` (view-only)."""
         address = request.client.host if request.client else "unknown"
-        auth = request.headers.get("authorization", "")
-        if auth[:7].lower() == "bearer " and tokens_equal(auth[7:].strip(), self.token):
+        if tokens_equal(bearer(request.headers.get("authorization")), self.token):
             return Actor("bearer", address)
         session = await self.session_of(request)
         if session is not None:

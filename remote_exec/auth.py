@@ -28,7 +28,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from shared.security import new_token, tokens_equal
+from shared.security import bearer, new_token, tokens_equal
 
 from .credentials import Credentials, Session, ViewerToken
 
@@ -156,10 +156,9 @@ class Auth:
         )
 
     async def authenticate(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
-        header = connection.headers.get("authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() == "bearer" and credentials:
-            return await self.check_token(credentials.strip())
+        token = bearer(connection.headers.get("authorization"))
+        if token is not None:
+            return await self.check_token(token)
         return await self.check_session(connection.cookies.get(COOKIE))
 
 

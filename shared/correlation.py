@@ -51,6 +51,7 @@ from .responses import sse_response
 from .rpc_forwarding import Forwarding
 from .rpc_pending import AnswerRejected, RequestCancelled, RequestTimeout
 from .rpc_sessions import ClientGone, Session, UnknownClient
+from .security import bearer
 
 if TYPE_CHECKING:
     from .routing import Router
@@ -192,10 +193,7 @@ class Correlator(Forwarding):
 
 
 def _token(request: Request[Any, Any, Any]) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.query_params.get("token") or None
+    return bearer(request.headers.get("authorization")) or request.query_params.get("token") or None
 
 
 def bearer_token(request: Request[Any, Any, Any]) -> str | None:

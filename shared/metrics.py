@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from .backends.base import LATENCY_BUCKETS
 from .errors import errors
-from .security import tokens_equal
+from .security import bearer, tokens_equal
 
 __all__ = ["METRICS_TOKEN_ENV", "Metrics", "count", "metrics_route"]
 
@@ -212,7 +212,7 @@ async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
             f"metrics are off: start the server with --metrics-token (or ${METRICS_TOKEN_ENV}) to serve them"
         )
     auth = request.headers.get("authorization", "")
-    if auth[:7].lower() != "bearer " or not tokens_equal(auth[7:].strip(), metrics.token):
+    if not tokens_equal(bearer(auth), metrics.token):
         raise NotAuthorizedException(
             "metrics need 'Authorization: Bearer <the metrics token>'", headers={"WWW-Authenticate": "Bearer"}
         )

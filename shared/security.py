@@ -20,6 +20,7 @@ __all__ = [
     "RAW_BODY",
     "SECURITY_HEADERS",
     "RedactSecrets",
+    "bearer",
     "check_content_type",
     "check_origin",
     "new_token",
@@ -56,6 +57,18 @@ COOKIE_PATH = "/"
 
 def new_token(nbytes: int = 24) -> str:
     return secrets.token_urlsafe(nbytes)
+
+
+def bearer(header: str | bytes | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value (scheme in any case, RFC
+    7235), or ``None`` when there is none or it is another scheme. The one parser of the project:
+    the dashboard's and exec's logins, the metrics token, the bidi session and the mux use it."""
+    if header is None:
+        return None
+    text = header.decode("latin-1") if isinstance(header, bytes) else header
+    scheme, _, credentials = text.strip().partition(" ")
+    token = credentials.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def tokens_equal(given: str | None, expected: str) -> bool:

@@ -28,7 +28,7 @@ from litestar.testing import TestClient
 import chat
 import dashboard
 import remote_exec
-from shared.security import RedactSecrets
+from shared.security import RedactSecrets, bearer
 from showcase import basics, bidi
 from showcase.app import Settings, create_app
 from tests.rig import LiveServer, free_port
@@ -432,3 +432,22 @@ def test_json_with_a_charset_and_bodiless_posts_still_work(tmp_path: Path) -> No
         )
         assert r.status_code == 201, r.text
         assert c.delete("/chat/session").status_code < 400  # no body, no type needed
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer   abc  ", "abc"),
+        ("BEARER abc", "abc"),
+        (b"Bearer abc", "abc"),
+        ("Bearer", None),
+        ("Bearer    ", None),
+        ("Basic YWxpY2U6eA==", None),
+        ("Bearerabc", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_one_bearer_parser_for_every_app(header: str | bytes | None, token: str | None) -> None:
+    assert bearer(header) == token

@@ -26,7 +26,7 @@ from litestar.exceptions import PermissionDeniedException
 from ..health import HEALTH
 from ..limits import ConnectionLimiter, TooManyStreams, WriteWatchdog, client_address
 from ..problems import Problem
-from ..security import SECURITY_HEADERS, UnsupportedMediaType, check_content_type, check_origin, tokens_equal
+from ..security import SECURITY_HEADERS, UnsupportedMediaType, bearer, check_content_type, check_origin, tokens_equal
 from .conn import MuxConn, TooManyTopics
 from .protocol import MAX_BODY, BadRequest, Change, parse_change
 from .relay import BlockCache
@@ -363,13 +363,9 @@ def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
 
 
 def _bearer(scope: dict[str, Any]) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            text = value.decode("latin-1").strip()
-            if text[:7].lower() == "bearer " and text[7:].strip():
-                token: str = text[7:].strip()
-                return token
-            break
+    token = bearer(_header(scope, b"authorization"))
+    if token is not None:
+        return token
     raise _Refused(
         401,
         "a mux change needs 'Authorization: Bearer <token>', the token of the stream's first (mux) event",
