@@ -12,15 +12,16 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from tests.rig import free_port
+from tests.rig import RedisServer, free_port
 
-from .rig import ROOT
+from .rig import ROOT, Product
 
-__all__ = ["HOST", "PLAIN", "TLS", "Nginx", "certificate"]
+__all__ = ["HOST", "PLAIN", "TLS", "Nginx", "certificate", "edge"]
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PLAIN = ROOT / "deploy" / "nginx" / "sse.conf"
@@ -130,3 +131,33 @@ http {{
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def edge(
+    tmp_path: Path, drain_seconds: float, *, shipped: Path = PLAIN, tls: bool = False
+) -> Iterator[tuple[Nginx, list[Product]]]:
+    """Two ``python -m showcase`` instances on one redis-server behind nginx running ``shipped``
+    (with a throw-away certificate when ``tls``), each told the shipped name and to trust nginx."""
+    redis = RedisServer()
+    with redis.running():
+        args = [
+            "--backend",
+            redis.url,
+            "--drain-seconds",
+            str(drain_seconds),
+            "--proxy-headers",
+            "--allowed-hosts",
+            HOST,
+        ]
+        products = [Product(tmp_path / name, *args) for name in ("a", "b")]
+        cert = certificate(tmp_path / "tls") if tls else None
+        nginx = Nginx(tmp_path / "nginx", [p.port for p in products], shipped=shipped, tls=cert)
+        try:
+            for p in products:
+                p.start(ready_path="/readyz")
+            yield nginx.start(), products
+        finally:
+            nginx.stop()
+            for p in products:
+                p.stop()

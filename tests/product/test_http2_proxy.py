@@ -22,9 +22,10 @@ from playwright.sync_api import Page, Playwright
 
 from shared.client import Backoff, SyncEventStream
 from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.rig import RedisServer, wait_until
+from tests.rig import wait_until
 
-from .nginx_rig import HOST, TLS, Nginx, certificate
+from .nginx_rig import HOST, TLS, Nginx
+from .nginx_rig import edge as two_instances
 from .rig import Product
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -58,19 +59,8 @@ class Reader(threading.Thread):
 
 @pytest.fixture
 def edge(tmp_path: Path) -> Iterator[tuple[Nginx, list[Product]]]:
-    redis = RedisServer()
-    with redis.running():
-        args = ["--backend", redis.url, "--proxy-headers", "--allowed-hosts", HOST, "--drain-seconds", "1"]
-        products = [Product(tmp_path / name, *args) for name in ("a", "b")]
-        nginx = Nginx(tmp_path / "nginx", [p.port for p in products], shipped=TLS, tls=certificate(tmp_path / "tls"))
-        try:
-            for p in products:
-                p.start(ready_path="/readyz")
-            yield nginx.start(), products
-        finally:
-            nginx.stop()
-            for p in products:
-                p.stop()
+    with two_instances(tmp_path, 1, shipped=TLS, tls=True) as rig:
+        yield rig
 
 
 def _count(page: Page) -> int:

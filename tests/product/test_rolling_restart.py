@@ -25,9 +25,8 @@ import httpx
 import pytest
 
 from shared.client import Backoff, EventStream, Responder, Status
-from tests.rig import RedisServer
 
-from .nginx_rig import HOST, Nginx
+from .nginx_rig import HOST, Nginx, edge
 from .rig import Product
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -74,19 +73,8 @@ def cookie_of(response: httpx.Response) -> str:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[Nginx, list[Product]]]:
-    redis = RedisServer()
-    with redis.running():
-        args = ["--backend", redis.url, "--drain-seconds", str(DRAIN_S), "--proxy-headers", "--allowed-hosts", HOST]
-        products = [Product(tmp_path / name, *args) for name in ("a", "b")]
-        nginx = Nginx(tmp_path / "nginx", [p.port for p in products])
-        try:
-            for p in products:
-                p.start(ready_path="/readyz")
-            yield nginx.start(), products
-        finally:
-            nginx.stop()
-            for p in products:
-                p.stop()
+    with edge(tmp_path, DRAIN_S) as running:
+        yield running
 
 
 async def test_rolling_restart_behind_nginx_loses_nothing(rig: tuple[Nginx, list[Product]]) -> None:
