@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,18 +40,6 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for a module's tests; tests that change settings put them back."""
     with dashboard_server(tmp_path_factory.mktemp("dash"), confirm_timeout=1.5) as srv:
         yield srv
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """A ``sleep 300`` to act on; killed afterwards whatever happened."""
-    proc = subprocess.Popen(["sleep", "300"])
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
 
 
 def start_time(pid: int) -> float:

@@ -91,17 +91,6 @@ def test_chat_edit_react_delete_by_keyboard(server: LiveServer, new_context: Con
     expect(page.locator("#text")).to_be_focused()
 
 
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(["sleep", "300"])
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
-
-
 def test_dashboard_terminate_by_keyboard(
     server: LiveServer, new_context: Contexts, console: Console, sleeper: subprocess.Popen[bytes]
 ) -> None:
