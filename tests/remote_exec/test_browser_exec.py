@@ -147,7 +147,13 @@ def test_repl_typed_through_the_page_and_shared_with_a_second_browser(
     other.keyboard.type("print('from', 'two')\n")
     expect(page.locator("#term .xterm-rows")).to_contain_text("from two")
     expect(other.locator("#term .xterm-rows")).to_contain_text("from two")
-    assert screen(page).split(">>> print(6*7)")[1] == screen(other).split(">>> print(6*7)")[1]
+    # Same screen in both once each has painted the next prompt (xterm paints on its own frames).
+    for _ in range(50):
+        mine, theirs = (screen(p).split(">>> print(6*7)")[1] for p in (page, other))
+        if mine == theirs:
+            break
+        page.wait_for_timeout(100)
+    assert mine == theirs
     page.screenshot(path=str(SHOTS / "exec-repl.png"))
 
     # A read-only viewer sees it too, and has nothing to type with.
