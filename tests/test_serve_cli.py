@@ -63,8 +63,8 @@ def test_serve_prints_the_url_of_every_app_and_each_answers(tmp_path: Path) -> N
 
 
 def test_the_readme_repl_demo_policy_runs_python3_and_the_default_refuses_it(tmp_path: Path) -> None:
-    """The README says which policy the REPL demo needs, with the flag `./run serve` takes."""
-    readme = (ROOT / "README.md").read_text()
+    """The exec README says which policy the REPL demo needs, with the flag `./run serve` takes."""
+    readme = (ROOT / "remote_exec" / "README.md").read_text()
     (line,) = [ln for ln in readme.splitlines() if ln.startswith("./run serve --exec-policy ")]
     args = line.split("#")[0].split()[2:]
     assert args == ["--exec-policy", "remote_exec/dev_policy.toml"]
