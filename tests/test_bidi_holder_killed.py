@@ -1,9 +1,10 @@
 """Issue 13 part 7: the instance holding a client's session is killed with -9 while a trigger
 forwarded to it waits. Two ``python -m showcase`` processes on one real redis-server.
 
-What the README promises: the trigger ends with 503 (Retry-After: 1) once the dead instance is
-forgotten (three missed heartbeats, 4 to 8 s after the kill with the default 2 s beat), or with
-504 at its deadline plus 3 s if that comes first. Never a hang.
+What shared/README.md promises (two-way, on several instances): the trigger ends with 503
+(Retry-After: 1) once the dead instance is forgotten (three missed heartbeats, 4 to 8 s after the
+kill with the default 2 s beat), or with 504 at its deadline plus 3 s if that comes first. Never
+a hang.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "to-passwd").symlink_to("/etc/passwd")
     (work / "to-etc").symlink_to("/etc")
     (work / "to-data").symlink_to(work / ".data")
-    # Another server's data dir next to ours (README: --data-dir .data-1, .data-2).
+    # Another server's data dir next to ours (docs/operations.md: --data-dir .data-1, .data-2).
     (work / ".data-2").mkdir()
     (work / ".data-2" / "chat-secret.key").write_bytes(b"another server's signing key")
     return work

@@ -1,11 +1,11 @@
 """Issue 13 part 4: the instance that runs a command is killed with -9 while others watch it.
 
 Two real ``python -m remote_exec`` processes (separate data dirs, as on two hosts) on one real
-redis-server. A viewer on instance B watches a run of instance A; A gets SIGKILL. What the
-README promises: the watcher gets ``unreachable`` once A is forgotten (three missed 2 s beats),
-then the run's ``exit`` with ``status: "lost"`` (A's process is gone: B sees its pid is dead);
-``GET /exec/runs`` on B keeps listing the run; the viewer token and the login session made on A
-work on B; nothing answers 5xx, and B's log has no traceback.
+redis-server. A viewer on instance B watches a run of instance A; A gets SIGKILL. What
+remote_exec/README.md promises: the watcher gets ``unreachable`` once A is forgotten (three
+missed 2 s beats), then the run's ``exit`` with ``status: "lost"`` (A's process is gone: B sees
+its pid is dead); ``GET /exec/runs`` on B keeps listing the run; the viewer token and the login
+session made on A work on B; nothing answers 5xx, and B's log has no traceback.
 """
 
 from __future__ import annotations
