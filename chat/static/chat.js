@@ -51,7 +51,7 @@ async function boot() {
       showJoin(err.status === 409 ? err.detail : "");
       return;
     }
-    showJoin(`cannot reach the server (${err.message}); try again`);
+    showJoin(`${errorText(err)}; try again`); // "cannot reach the server (…)", or what it said
     return;
   }
   start();
