@@ -5,9 +5,12 @@
 // (the server cannot resume from our id) reloads the room from scratch.
 
 import { connect } from "./sse.js";
-import { ApiError, api, newClientId, persist, retryNow, retryable } from "./api.js";
+import { ApiError, api, errorText } from "./api.js";
+import { newClientId, persist, retryNow, retryable } from "./retry.js";
+import { el } from "./dom.js";
+import { say } from "./notice.js";
 import { MessageList } from "./messages.js";
-import { avatar, el } from "./render.js";
+import { avatar } from "./render.js";
 import { signInHint } from "./hint.js";
 
 const $ = (id) => document.getElementById(id);
@@ -48,7 +51,7 @@ async function boot() {
       showJoin(err.status === 409 ? err.detail : "");
       return;
     }
-    showJoin(`cannot reach the server (${err.message}); try again`);
+    showJoin(`${errorText(err)}; try again`); // "cannot reach the server (…)", or what it said
     return;
   }
   start();
@@ -67,8 +70,7 @@ function showJoin(error, name = "") {
     $("state").textContent = "not joined";
   }
   $("join-name").value = name;
-  $("join-error").textContent = error;
-  $("join-error").hidden = !error;
+  say($("join-error"), error);
   $("join-name").focus();
 }
 
@@ -79,8 +81,7 @@ $("join-form").addEventListener("submit", async (e) => {
     me = await api("POST", "/chat/session", { name: $("join-name").value });
     joined.set(true);
   } catch (err) {
-    $("join-error").textContent = err.detail || err.message;
-    $("join-error").hidden = false;
+    say($("join-error"), errorText(err));
     return;
   }
   if (renaming) {
@@ -139,7 +140,7 @@ let lobbyLastId = null;
 // which shows the join dialog. Anything else is shown, not thrown.
 function fatal(err) {
   if (err instanceof ApiError && (err.status === 401 || err.status === 409)) location.reload();
-  else composerError(err.detail || err.message);
+  else composerError(errorText(err));
 }
 
 async function loadRooms() {
@@ -223,7 +224,7 @@ $("delete-room").addEventListener("click", async () => {
   try {
     await api("DELETE", `/chat/rooms/${enc(name)}`);
   } catch (err) {
-    composerError(err.detail || err.message);
+    composerError(errorText(err));
     return;
   }
   onRoomDeleted({ name });
@@ -246,11 +247,10 @@ $("new-room").addEventListener("submit", async (e) => {
     const room = await api("POST", "/chat/rooms", { name });
     onRoomCreated(room);
     input.value = "";
-    $("room-error").hidden = true;
+    say($("room-error"), "");
     location.hash = `#${enc(room.name)}`;
   } catch (err) {
-    $("room-error").textContent = err.detail || err.message;
-    $("room-error").hidden = false;
+    say($("room-error"), errorText(err));
   }
 });
 
@@ -494,8 +494,7 @@ function enqueue(run) {
 }
 
 function composerError(text) {
-  $("composer-error").textContent = text;
-  $("composer-error").hidden = !text;
+  say($("composer-error"), text);
 }
 
 function sendText(text) {
@@ -544,7 +543,7 @@ async function deliver(clientId, room, attempt) {
       reportRead();
     }
   } catch (err) {
-    list.failPending(clientId, err.detail || err.message);
+    list.failPending(clientId, errorText(err));
   }
 }
 
@@ -557,7 +556,7 @@ async function react(msg, emoji) {
   try {
     list.upsert(await api("POST", `/chat/rooms/${enc(msg.room)}/messages/${msg.id}/reactions`, { emoji }));
   } catch (err) {
-    composerError(`reaction not saved: ${err.detail || err.message}`);
+    composerError(`reaction not saved: ${errorText(err)}`);
   }
 }
 
@@ -570,7 +569,7 @@ async function remove(msg) {
     await api("DELETE", `/chat/rooms/${enc(msg.room)}/messages/${msg.id}`);
     list.drop(msg.id);
   } catch (err) {
-    composerError(`not deleted: ${err.detail || err.message}`);
+    composerError(`not deleted: ${errorText(err)}`);
   }
 }
 

@@ -8,7 +8,9 @@
 //   older than what is shown is ignored; a patch for a message not loaded yet (older than the
 //   loaded pages) is kept and applied when its page loads.
 
-import { avatar, el, fileSize, fullTime, renderText, shortTime } from "./render.js";
+import { errorText } from "./api.js";
+import { el } from "./dom.js";
+import { avatar, fileSize, fullTime, renderText, shortTime } from "./render.js";
 
 const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "🙏"];
 const GROUP_SECONDS = 300;
@@ -426,7 +428,7 @@ export class MessageList {
           this.paint(item);
           this.actions.editEnded?.();
         } catch (err) {
-          hint.textContent = `not saved: ${err.detail || err.message}`;
+          hint.textContent = `not saved: ${errorText(err)}`;
           hint.classList.add("error");
         }
       }

@@ -1,5 +1,6 @@
 // render.js: turning user content into DOM nodes. Everything a user typed goes in as text
 // (textContent / createTextNode); links and mentions are elements we build, never parsed HTML.
+import { el } from "./dom.js";
 import { full, when } from "./time.js";
 
 // Same shape as the server's rule (chat/rules.py): letters, digits, "_", "." and "-", not
@@ -9,13 +10,6 @@ const TOKENS = new RegExp(
   `(https?:\\/\\/[^\\s<>"]+[^\\s<>".,:;'!?)\\]])|(?<![\\p{L}\\p{N}\\p{M}_@])@(${WORD}(?:[\\p{L}\\p{N}\\p{M}_.\\-]*${WORD})?)`,
   "gu",
 );
-
-export function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text != null) node.textContent = text;
-  return node;
-}
 
 /** Fill `container` with `text`: links clickable, @mentions marked, mine highlighted. */
 export function renderText(container, text, mentions, myName) {

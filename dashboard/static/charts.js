@@ -1,13 +1,13 @@
 // charts.js: streaming time-series charts on uPlot (from npm, served under /dashboard/vendor/).
 import uPlot from "/dashboard/vendor/uplot/dist/uPlot.esm.js";
+import { el } from "./dom.js";
 import { BYTE_STEPS, byteTicks } from "./format.js";
 import { clock, minutes } from "./time.js";
 
 const HEIGHT = 150;
 // The axes in the theme's colours (base.css), read when drawn: a canvas cannot use var(--muted),
 // and light-dark() needs resolving, which a probe element's computed colour does.
-const probe = document.createElement("span");
-probe.hidden = true;
+const probe = el("span", { hidden: true });
 document.body.append(probe);
 const themed = {};
 function cssColor(name) {
@@ -48,16 +48,13 @@ export class Chart {
     this.format = spec.format;
     // Our own legend with the latest values, in the panel's header (uPlot's shows "–" until hovered).
     this.legend = container.parentElement.querySelector(".legend");
-    this.at = document.createElement("span");
-    this.at.className = "at";
+    this.at = el("span", "at");
     this.legend?.append(this.at);
     this.values = spec.series.map((s) => {
-      const item = document.createElement("span");
-      const marker = document.createElement("i");
+      const marker = el("i");
       marker.style.background = s.color;
-      const value = document.createElement("b");
-      value.textContent = "–";
-      item.append(marker, `${s.label} `, value);
+      const value = el("b", null, "–");
+      const item = el("span", null, marker, `${s.label} `, value);
       container.parentElement.querySelector(".legend")?.append(item);
       return value;
     });

@@ -6,7 +6,10 @@ import { Chart } from "./charts.js";
 import { ProcessTable } from "./procs.js";
 import { HostSwitcher } from "./hosts.js";
 import { Confirmer } from "./confirm.js";
-import { bytes, clock, duration, el, level, pct, rate, started } from "./format.js";
+import { ApiError, api, errorText } from "./api.js";
+import { el } from "./dom.js";
+import { say } from "./notice.js";
+import { bytes, clock, duration, level, pct, rate, started } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -292,9 +295,13 @@ const confirmedBy = (r) => (r.confirmed_by ? `; confirmed by ${r.confirmed_by}` 
 
 async function loadAudit() {
   const host = hosts.host;
-  const res = await fetch(forHost("/dashboard/audit?limit=50"));
-  if (!res.ok || host !== hosts.host) return; // failed, or another host is on screen by now
-  const rows = await res.json();
+  let rows;
+  try {
+    rows = await api("GET", forHost("/dashboard/audit?limit=50"));
+  } catch {
+    return; // the list stays as it was; the next command's outcome loads it again
+  }
+  if (host !== hosts.host) return; // another host is on screen by now
   const items = rows.map((r) => {
     const li = el("li");
     li.dataset.commandId = r.command_id;
@@ -344,33 +351,29 @@ function setControl(can) {
 }
 
 async function whoami() {
-  const res = await fetch("/dashboard/whoami");
-  if (res.ok) setControl((await res.json()).can_control);
+  const me = await api("GET", "/dashboard/whoami").catch(() => null); // unknown: view only
+  if (me) setControl(me.can_control);
 }
 
 async function login(token) {
-  const res = await fetch("/dashboard/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ token }),
-  });
-  if (res.ok) {
-    setControl(true);
-    return null;
+  try {
+    await api("POST", "/dashboard/login", { token });
+  } catch (err) {
+    return errorText(err);
   }
-  const body = await res.json().catch(() => ({}));
-  return body.detail || `login failed (${res.status})`;
+  setControl(true);
+  return null;
 }
 
+/** A command: {ok, detail}, the server's word either way (a 401: control has ended). */
 async function command(body) {
-  const res = await fetch(forHost("/dashboard/commands"), {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  const data = await res.json().catch(() => ({}));
-  if (res.status === 401) setControl(false);
-  return { ok: res.ok, status: res.status, data };
+  try {
+    const data = await api("POST", forHost("/dashboard/commands"), body);
+    return { ok: true, detail: data?.detail ?? "done" };
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) setControl(false);
+    return { ok: false, detail: errorText(err) };
+  }
 }
 
 function status(elId, ok, text) {
@@ -392,17 +395,17 @@ for (const button of actionButtons) {
     const what = `${action} PID ${sel.pid} on ${hosts.host}`;
     status("cmd-status", null, `${what}: waiting for the server…`);
     const r = await command(body);
-    status("cmd-status", r.ok, `${what}: ${r.data.detail || r.status}`);
+    status("cmd-status", r.ok, `${what}: ${r.detail}`);
   });
 }
 
 $("apply-interval").addEventListener("click", async () => {
   const r = await command({ action: "set_interval", seconds: Number($("interval").value) });
-  if (!r.ok) status("settings-status", false, r.data.detail || `error ${r.status}`);
+  if (!r.ok) status("settings-status", false, r.detail);
 });
 $("pause").addEventListener("click", async () => {
   const r = await command({ action: state.settings?.paused ? "resume_sampling" : "pause_sampling" });
-  if (!r.ok) status("settings-status", false, r.data.detail || `error ${r.status}`);
+  if (!r.ok) status("settings-status", false, r.detail);
 });
 $("add-rule").addEventListener("click", () => {
   $("rules").append(ruleRow({ metric: "cpu", above: 90, for_s: 10 }));
@@ -411,16 +414,12 @@ $("add-rule").addEventListener("click", () => {
 $("save-rules").addEventListener("click", async () => {
   const rules = [...$("rules").children].map((row) => row.rule());
   const r = await command({ action: "set_rules", rules });
-  if (r.ok) {
-    state.rulesDirty = false;
-    status("settings-status", true, r.data.detail);
-  } else {
-    status("settings-status", false, r.data.detail || `error ${r.status}`);
-  }
+  if (r.ok) state.rulesDirty = false;
+  status("settings-status", r.ok, r.detail);
 });
 
 $("login-open").addEventListener("click", () => {
-  $("login-error").textContent = "";
+  say($("login-error"), "");
   $("login").showModal();
 });
 $("login-cancel").addEventListener("click", () => $("login").close());
@@ -428,11 +427,16 @@ $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const error = await login($("login-token").value);
   $("login-token").value = "";
-  if (error) $("login-error").textContent = error;
+  if (error) say($("login-error"), error);
   else $("login").close();
 });
 $("logout").addEventListener("click", async () => {
-  await fetch("/dashboard/logout", { method: "POST" });
+  try {
+    await api("POST", "/dashboard/logout");
+  } catch (err) {
+    status("cmd-status", false, `not logged out: ${errorText(err)}`);
+    return;
+  }
   setControl(false);
 });
 
@@ -470,8 +474,8 @@ function openStream() {
 }
 
 async function loadHosts() {
-  const res = await fetch("/dashboard/hosts");
-  if (res.ok) hosts.update(await res.json());
+  const info = await api("GET", "/dashboard/hosts").catch(() => null); // the stream's `hosts` comes too
+  if (info) hosts.update(info);
 }
 
 // Another host: a new stream on its topic, and nothing of the previous host left on screen (above

@@ -51,11 +51,3 @@ export const started = (t) => when(t, { seconds: true });
 
 /** "ok" | "warn" | "bad" for a percentage, for colouring. */
 export const level = (p, warn = 75, bad = 90) => (p == null ? "ok" : p >= bad ? "bad" : p >= warn ? "warn" : "ok");
-
-/** Create an element with a class and text (never HTML). */
-export function el(tag, className = "", text = null) {
-  const e = document.createElement(tag);
-  if (className) e.className = className;
-  if (text != null) e.textContent = String(text);
-  return e;
-}

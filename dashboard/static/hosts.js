@@ -1,7 +1,8 @@
 // hosts.js: the host switcher. Every dashboard instance on one backend publishes its host; the
 // page lists the hosts its server can see, shows the one in the URL (?host=), and says so when a
 // host goes away (its dashboard stopped): the last state stays on screen, marked as gone.
-import { clock, el } from "./format.js";
+import { el } from "./dom.js";
+import { clock } from "./format.js";
 
 export class HostSwitcher {
   constructor({ select, count, banner, onSwitch }) {

@@ -4,7 +4,8 @@
 // are one Tab stop (roving tabindex): Up/Down/Home/End move, Space picks the row, Enter picks it
 // and moves to the first action button. Rows are kept across frames (keyed by pid and start
 // time) so the focused one keeps its focus while the numbers change under it.
-import { bytes, clock, el, started } from "./format.js";
+import { el } from "./dom.js";
+import { bytes, clock, started } from "./format.js";
 
 const SHOWN = 200;
 const NUMERIC = new Set(["pid", "cpu", "mem", "rss", "start"]);

@@ -5,6 +5,9 @@
 // page does goes out as POSTs. Chunks are JSON {"text": ...} or {"b64": ...}, so bytes that are
 // not UTF-8 reach the terminal intact. User text is only ever put in the DOM with textContent.
 
+import { ApiError, api, errorText } from "./api.js";
+import { el } from "./dom.js";
+import { say } from "./notice.js";
 import { connect } from "./sse.js";
 import { cssomStyles } from "./xterm_csp.js";
 import { signInHint } from "./hint.js";
@@ -26,31 +29,29 @@ let fit = null;
 
 // -- small helpers ------------------------------------------------------------------------------
 
-async function api(method, path, body) {
-  const init = { method, headers: {} };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const res = await fetch(path, init);
-  let data = null;
+const unauthorized = (err) => err instanceof ApiError && err.status === 401;
+
+// The shared api(), and what a 401 means on this page: the session ended (expired, revoked,
+// logged out elsewhere), so back to the login form. Throws what api() throws.
+async function call(method, path, body) {
   try {
-    data = await res.json();
-  } catch {
-    data = null;
+    return await api(method, path, body);
+  } catch (err) {
+    if (unauthorized(err) && path !== "/exec/login") {
+      signedIn.set(false);
+      if (me) {
+        me = null;
+        showLogin("Your session ended: log in again.");
+      }
+    }
+    throw err;
   }
-  if (res.status === 401 && path !== "/exec/login") signedIn.set(false);
-  if (res.status === 401 && me && path !== "/exec/login") {
-    me = null;
-    showLogin("Your session ended: log in again.");
-  }
-  return { ok: res.ok, status: res.status, data };
 }
 
-function detail(r) {
-  const text = (r.data && r.data.detail) || `request failed (HTTP ${r.status})`;
+function explain(err) {
+  const text = errorText(err);
   // A policy refusal names its rule and how it could be allowed (issue 14): show both.
-  const extra = r.data && r.data.extra;
+  const extra = err instanceof ApiError ? err.extra : null;
   return extra && extra.rule ? `${text} [${extra.rule}] To allow it: ${extra.allow}` : text;
 }
 
@@ -171,14 +172,15 @@ function showLogin(message = "") {
   $("login").hidden = false;
   $("logout").hidden = true;
   $("who").textContent = "";
-  $("login-error").textContent = message;
+  say($("login-error"), message);
   $("token").focus();
 }
 
 async function login(token, name) {
-  const r = await api("POST", "/exec/login", { token, name: name || null });
-  if (!r.ok) {
-    showLogin(r.status === 401 ? "That token is not valid (or has expired)." : detail(r));
+  try {
+    await call("POST", "/exec/login", { token, name: name || null });
+  } catch (err) {
+    showLogin(unauthorized(err) ? "That token is not valid (or has expired)." : explain(err));
     return false;
   }
   signedIn.set(true);
@@ -200,12 +202,12 @@ async function boot() {
     showLogin(); // never logged in from this browser: nothing to ask the server
     return;
   }
-  const r = await api("GET", "/exec/me");
-  if (!r.ok) {
-    if (!token || r.status !== 401) showLogin(r.status === 401 ? "" : detail(r));
+  try {
+    me = await call("GET", "/exec/me");
+  } catch (err) {
+    if (!token || !unauthorized(err)) showLogin(unauthorized(err) ? "" : explain(err));
     return;
   }
-  me = r.data;
   signedIn.set(true);
   await showApp();
 }
@@ -219,9 +221,9 @@ async function showApp() {
   $("new-run").hidden = !operator;
   $("readonly-note").hidden = operator;
   if (operator) {
-    const p = await api("GET", "/exec/policy");
-    if (p.ok) {
-      policy = p.data;
+    const p = await call("GET", "/exec/policy").catch(() => null); // none: the form still works
+    if (p) {
+      policy = p;
       $("cwd").placeholder = policy.default_cwd;
       $("shell-label").hidden = !policy.shell;
       const cmds = policy.commands === "any" ? "any command" : policy.commands.join(", ");
@@ -244,10 +246,14 @@ async function showApp() {
 // -- the run list -------------------------------------------------------------------------------------
 
 async function loadRuns() {
-  const r = await api("GET", "/exec/runs");
-  if (!r.ok) return;
+  let data;
+  try {
+    data = await call("GET", "/exec/runs");
+  } catch {
+    return; // the list stays as it was; the stream keeps it current
+  }
   runs.clear();
-  for (const run of r.data.runs) runs.set(run.id, run);
+  for (const run of data.runs) runs.set(run.id, run);
   renderRuns();
 }
 
@@ -259,29 +265,17 @@ function upsertRun(run) {
 function renderRuns() {
   const sorted = [...runs.values()].sort((a, b) => b.started_at - a.started_at);
   const items = sorted.map((run) => {
-    const li = document.createElement("li");
-    li.dataset.id = run.id;
-    li.dataset.status = run.status;
-    li.tabIndex = 0;
+    const li = el("li", { dataset: { id: run.id, status: run.status }, tabIndex: 0 });
     if (current && current.id === run.id) li.classList.add("selected");
-    const cmd = document.createElement("div");
-    cmd.className = "cmd mono";
-    cmd.textContent = run.command;
-    cmd.title = run.command;
-    const meta = document.createElement("div");
-    meta.className = "meta";
+    const cmd = el("div", { className: "cmd mono", title: run.command }, run.command);
+    const meta = el("div", "meta");
     const parts = [
       ["owner", run.owner],
       ["started", fmtTime(run.started_at)],
       ["time", run.status === "running" ? fmtDuration(Date.now() / 1000 - run.started_at) : fmtDuration(run.duration_s)],
       ["exit", exitText(run)],
     ];
-    for (const [cls, text] of parts) {
-      const span = document.createElement("span");
-      span.className = cls;
-      span.textContent = text;
-      meta.append(span);
-    }
+    for (const [cls, text] of parts) meta.append(el("span", cls, text));
     li.append(cmd, meta);
     li.addEventListener("click", () => openRun(run.id));
     li.addEventListener("keydown", (ev) => {
@@ -322,7 +316,7 @@ function openRun(id) {
   $("out").replaceChildren();
   $("notices").replaceChildren();
   $("share-box").hidden = true;
-  $("action-error").textContent = "";
+  say($("action-error"), "");
   $("controls").hidden = true;
   $("viewers").hidden = true;
   $("raw-link").href = `/exec/runs/${encodeURIComponent(id)}/output`;
@@ -389,11 +383,11 @@ function onRunInfo(info) {
 }
 
 function setRunStatus(r) {
-  const el = $("run-status");
-  el.dataset.status = r.status;
+  const node = $("run-status");
+  node.dataset.status = r.status;
   let text = exitText(r);
   if (r.status !== "running" && r.duration_s != null) text += ` after ${fmtDuration(r.duration_s)}`;
-  el.textContent = text;
+  node.textContent = text;
 }
 
 function onChunk(kind, chunk) {
@@ -422,13 +416,7 @@ function appendOut(cls, text) {
   const plain = text.replace(ANSI, "");
   const last = out.lastElementChild;
   if (last && last.className === cls) last.append(plain);
-  else {
-    const span = document.createElement("span");
-    span.className = cls;
-    if (cls === "stderr") span.title = "stderr";
-    span.textContent = plain;
-    out.append(span);
-  }
+  else out.append(el("span", { className: cls, title: cls === "stderr" && "stderr" }, plain));
   current.shown = (current.shown || 0) + plain.length;
   while (current.shown > MAX_PIPE_CHARS && out.firstElementChild) {
     current.shown -= out.firstElementChild.textContent.length;
@@ -492,19 +480,22 @@ function accessEnded(d) {
 }
 
 function addNotice(text, cls) {
-  const li = document.createElement("li");
-  li.className = cls;
-  li.textContent = text;
-  $("notices").append(li);
+  $("notices").append(el("li", cls, text));
   if (!current.pty && cls === "notice") appendOut("note", `\n[${text}]\n`);
 }
 
 // -- driving a run -----------------------------------------------------------------------------------
 
+// A control of the run on screen: {ok, data}, and a refusal shown under the controls.
 async function post(path, body) {
-  const r = await api("POST", path, body);
-  $("action-error").textContent = r.ok ? "" : detail(r);
-  return r;
+  try {
+    const data = await call("POST", path, body);
+    say($("action-error"), "");
+    return { ok: true, data };
+  } catch (err) {
+    say($("action-error"), explain(err));
+    return { ok: false, data: null };
+  }
 }
 
 function typeKeys(data) {
@@ -576,7 +567,7 @@ $("share").addEventListener("click", async () => {
 
 $("start-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  $("start-error").textContent = "";
+  say($("start-error"), "");
   const line = $("command").value.trim();
   if (!line) return;
   const body = { pty: $("pty").checked };
@@ -587,20 +578,22 @@ $("start-form").addEventListener("submit", async (ev) => {
     try {
       body.argv = splitArgs(line);
     } catch (err) {
-      $("start-error").textContent = err.message;
+      say($("start-error"), err.message);
       return;
     }
   }
   if (body.pty) Object.assign(body, proposeSize());
   $("start").disabled = true;
   try {
-    const r = await api("POST", "/exec/runs", body);
-    if (!r.ok) {
-      $("start-error").textContent = detail(r);
+    let run;
+    try {
+      run = await call("POST", "/exec/runs", body);
+    } catch (err) {
+      say($("start-error"), explain(err));
       return;
     }
-    upsertRun(r.data);
-    openRun(r.data.id);
+    upsertRun(run);
+    openRun(run.id);
     current.focusTerm = body.pty; // once the terminal is on screen (onRunInfo)
   } finally {
     $("start").disabled = false;
@@ -615,7 +608,7 @@ $("login-form").addEventListener("submit", async (ev) => {
 });
 
 $("logout").addEventListener("click", async () => {
-  await api("POST", "/exec/logout");
+  await call("POST", "/exec/logout").catch(() => {}); // logged out here either way
   signedIn.set(false);
   closeRun();
   me = null;

@@ -11,6 +11,7 @@
 //   scripts (its <script type="module"> comes first: modules run in document order). GETs are
 //   left out: they read state; the pattern's upstream half is what the page sends.
 // - Everything shown is text (textContent), never HTML: frame data is whatever the server sent.
+import { el } from "./dom.js";
 import { clock } from "./time.js";
 
 const MAX_ROWS = 500;
@@ -25,12 +26,6 @@ const held = []; // rows that came in while paused, shown on resume
 let frames = 0;
 let requests = 0;
 
-const el = (tag, cls = "", text = null) => {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text != null) e.textContent = String(text);
-  return e;
-};
 const clip = (s) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
 const SHORT = 240;
 

@@ -1,3 +1,5 @@
+import { api, errorText } from "./api.js";
+import { el } from "./dom.js";
 import { showOrigin } from "./origin.js";
 import { connect } from "./sse.js";
 
@@ -10,15 +12,8 @@ let lastId = null;
 let shownEvery = null; // the ticker's interval as this page last showed it
 
 function addLine(type, id, text, cls = "") {
-  const li = document.createElement("li");
-  if (cls) li.className = cls;
-  for (const [name, value] of [["type", type], ["id", id ?? ""], ["data", text]]) {
-    const span = document.createElement("span");
-    span.className = name;
-    span.textContent = value; // never innerHTML: data is text
-    li.append(span);
-  }
-  log.prepend(li);
+  // el() puts data in as text, never HTML: a frame's data is whatever the server sent.
+  log.prepend(el("li", cls, el("span", "type", type), el("span", "id", id ?? ""), el("span", "data", text)));
   while (log.children.length > 500) log.lastChild.remove();
 }
 
@@ -79,14 +74,17 @@ $("clear").addEventListener("click", () => {
 });
 $("apply").addEventListener("click", async () => {
   const seconds = Number($("interval").value);
-  const res = await fetch("/basics/interval", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ seconds }),
-  });
-  const body = await res.json();
-  addLine(res.ok ? "interval" : "error", null, res.ok ? `now ${body.seconds}s` : body.detail, "note");
+  try {
+    const body = await api("POST", "/basics/interval", { seconds });
+    addLine("interval", null, `now ${body.seconds}s`, "note");
+  } catch (err) {
+    addLine("error", null, errorText(err), "note"); // the server's reason, in the log
+  }
 });
-fetch("/basics/interval").then((r) => r.json()).then((b) => { $("interval").value = b.seconds; });
+api("GET", "/basics/interval")
+  .then((b) => {
+    $("interval").value = b.seconds;
+  })
+  .catch(() => {}); // the field keeps its default; the first tick shows the interval anyway
 start();
 showOrigin();

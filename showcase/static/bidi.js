@@ -1,6 +1,9 @@
 // /bidi/: this page is a client the server can ask (session() from sse.js), and a form to ask
 // any connected client through POST /bidi/trigger. Text from requests and answers goes into the
 // DOM with textContent only.
+import { ApiError, api, errorText } from "./api.js";
+import { el } from "./dom.js";
+import { say } from "./notice.js";
 import { session } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
@@ -9,13 +12,6 @@ const REJECTED = -32001; // shared.jsonrpc.REJECTED: a person said no
 const cards = new Map(); // request id -> { li, deadline, closed }
 let me = null;
 let picked = false; // the person chose a client in the list
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function pretty(value) {
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
@@ -26,10 +22,7 @@ function setBadge(state, text = state) {
   $("state").textContent = text;
 }
 
-function showNotice(text) {
-  $("notice").textContent = text;
-  $("notice").hidden = !text;
-}
+const showNotice = (text) => say($("notice"), text);
 
 // -- this page as a client ------------------------------------------------------------------------
 
@@ -159,11 +152,9 @@ setInterval(() => {
 async function refreshClients() {
   let list = [];
   try {
-    const res = await fetch("/bidi/clients");
-    if (!res.ok) return;
-    list = await res.json();
+    list = await api("GET", "/bidi/clients");
   } catch {
-    return;
+    return; // asked again in 2 s
   }
   const select = $("target");
   const chosen = select.value;
@@ -176,7 +167,7 @@ async function refreshClients() {
     option.value = c.client_id;
     options.push(option);
 
-    const tr = document.createElement("tr");
+    const tr = el("tr");
     let state = c.connected ? "connected" : `away ${c.away_s ?? 0} s`;
     if (c.instance) state += ` · ${c.instance}`; // which instance holds it (several instances)
     tr.append(el("td", "mono", label), el("td", c.connected ? "ok" : "warn", state), el("td", "", String(c.pending)));
@@ -217,34 +208,30 @@ $("trigger").addEventListener("submit", async (ev) => {
   while ($("results").children.length > 50) $("results").lastChild.remove();
 
   const began = performance.now();
-  let res;
-  let payload = {};
+  let payload;
   try {
-    res = await fetch("/bidi/trigger", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ client_id: clientId, method, params: { message }, timeout_s: timeout }),
-    });
-    payload = await res.json().catch(() => ({}));
+    payload = await api("POST", "/bidi/trigger", { client_id: clientId, method, params: { message }, timeout_s: timeout });
   } catch (err) {
+    const wall = Math.round(performance.now() - began);
     li.className = "result error";
-    head.lastChild.textContent = "network error";
-    body.textContent = String(err);
+    if (!(err instanceof ApiError)) {
+      head.lastChild.textContent = "network error";
+      body.textContent = String(err);
+      return;
+    }
+    head.lastChild.textContent = `HTTP ${err.status} after ${wall} ms`;
+    // The client's JSON-RPC error, when it answered with one; else the server's own detail.
+    const extra = err.extra;
+    body.textContent = extra && typeof extra === "object" && "code" in extra
+      ? `error ${extra.code}: ${extra.message}`
+      : errorText(err);
+    refreshClients();
     return;
   }
   const wall = Math.round(performance.now() - began);
-  if (res.ok) {
-    li.className = "result ok";
-    head.lastChild.textContent = `round trip ${payload.rtt_ms} ms (server) · ${wall} ms (here)`;
-    body.textContent = pretty(payload.result);
-  } else {
-    li.className = "result error";
-    head.lastChild.textContent = `HTTP ${res.status} after ${wall} ms`;
-    const extra = payload.extra;
-    body.textContent = extra && typeof extra === "object" && "code" in extra
-      ? `error ${extra.code}: ${extra.message}`
-      : payload.detail ?? "no detail";
-  }
+  li.className = "result ok";
+  head.lastChild.textContent = `round trip ${payload.rtt_ms} ms (server) · ${wall} ms (here)`;
+  body.textContent = pretty(payload.result);
   refreshClients();
 });
 

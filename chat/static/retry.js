@@ -1,43 +1,9 @@
-// api.js: JSON over fetch, and "keep trying" for sends that must not be lost.
+// retry.js: "keep trying" for sends that must not be lost (the calls themselves: shared api.js).
 //
 // Every write the chat makes carries its own idempotency key (client_msg_id), so retrying after
 // a network error or a server restart is always safe: the server answers a retry with the
 // message it already stored.
-
-export class ApiError extends Error {
-  constructor(status, detail, retryAfter) {
-    super(detail);
-    this.status = status;
-    this.detail = detail;
-    this.retryAfter = retryAfter;
-  }
-}
-
-/** fetch + JSON. Throws ApiError for an HTTP error, TypeError when the network failed. */
-export async function api(method, url, body, { raw = false, headers = {} } = {}) {
-  const init = { method, headers: { ...headers }, credentials: "same-origin" };
-  if (body !== undefined) {
-    if (raw) {
-      init.body = body;
-    } else {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-  }
-  const res = await fetch(url, init);
-  const text = await res.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    data = text;
-  }
-  if (!res.ok) {
-    const detail = (data && data.detail) || res.statusText || `HTTP ${res.status}`;
-    throw new ApiError(res.status, detail, Number(res.headers.get("Retry-After")) || 0);
-  }
-  return data;
-}
+import { ApiError } from "./api.js";
 
 /** Is this failure worth retrying? Network errors, 429 (rate limit) and 5xx (restarting). */
 export function retryable(err) {
