@@ -164,10 +164,12 @@ def conns(
             time.sleep(hold)
             idle_cpu_pct = round((process_cpu(proc.pid) - cpu1) / hold * 100, 2)
         first = stats(url)["seq"] + 1
+        cpu2 = process_cpu(proc.pid)
         clients.go(first)
         time.sleep(0.5)  # thousands of streams: every worker is reading before the first event
         publish_s = _publish(url, {"n": events, "size": 200, "rate": rate}, seconds + grace)
         res = merge(clients.results())
+        cpu = process_cpu(proc.pid) - cpu2
     connected = clients.connected
     return {
         "scenario": "conns",
@@ -183,6 +185,8 @@ def conns(
         "deliveries": res["received"] - res["dups"],
         "expected": connected * events,
         "publish_s": publish_s,
+        "server_cpu_s": round(cpu, 2),
+        "client_cpu_s": round(res["client_cpu_s"], 2),
         **_checks(res),
     }
 
@@ -254,26 +258,21 @@ def report(rows: list[dict[str, Any]], names: list[str], deadlines: dict[str, fl
             r[k] = _shown(r, k, deadlines["conns"])
     if conn_rows:
         keys = ["impl", "connections", "kib_per_conn", "connect_cpu_ms", "idle_hold_s", "idle_cpu_pct", "rate"]
-        out += [table(conn_rows, [*keys, "p50_ms", "p99_ms", "max_ms", "publish_s", *CHECKS]), ""]
-    others = [n for n in names if n != OURS]
+        keys += ["p50_ms", "p99_ms", "max_ms", "publish_s", "server_cpu_s", "client_cpu_s"]
+        out += [table(conn_rows, [*keys, *CHECKS]), ""]
+    others = [n for n in names if n != OURS and not n.startswith(OURS)]  # hub/redis: see targets()
     if OURS in names and others:
         out.append("ratios, ours / theirs (deliveries/s: above 1 is ours ahead; everything else: below 1 is)")
-
-        def find(name: str, scenario: str, **match: Any) -> dict[str, Any] | None:
-            for r in rows:
-                if r["impl"] == name and r["scenario"] == scenario and all(r.get(k) == v for k, v in match.items()):
-                    return r
-            return None
 
         lines: list[dict[str, Any]] = []
 
         def add(metric: str, scenario: str, key: str, **match: Any) -> None:
-            ours = find(OURS, scenario, **match)
+            ours = _find(rows, OURS, scenario, **match)
             if ours is None:
                 return
             line = {"metric": metric}
             for other in others:
-                theirs = find(other, scenario, **match)
+                theirs = _find(rows, other, scenario, **match)
                 late = ours["late"] or (theirs is not None and theirs["late"])
                 note = "*" if late and key.endswith("_ms") else ""
                 line[other] = _ratio(ours.get(key), theirs.get(key) if theirs else None) + note
@@ -295,7 +294,81 @@ def report(rows: list[dict[str, Any]], names: list[str], deadlines: dict[str, fl
         out.append(table(lines, ["metric", *others]))
         if any("*" in str(v) for line in lines for v in line.values()):
             out.append("* one side had events still missing at the deadline: its percentiles are of those that came")
+    goals = targets(rows)
+    if goals:
+        out += ["", "issue 20's targets, as measured in this run:", table(goals, ["target", "measured", "met"])]
     return "\n".join(out)
+
+
+def _find(rows: list[dict[str, Any]], impl: str, scenario: str, **match: Any) -> dict[str, Any] | None:
+    for r in rows:
+        if r["impl"] == impl and r["scenario"] == scenario and all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The issue's targets that this run's rows can answer (ours: ``hub``; Redis: ``hub/redis``)."""
+    out: list[dict[str, str]] = []
+
+    def goal(target: str, measured: str, met: bool) -> None:
+        out.append({"target": target, "measured": measured, "met": "yes" if met else "NO"})
+
+    ours100, go100 = _find(rows, OURS, "paced", rate=100.0), _find(rows, "go", "paced", rate=100.0)
+    if ours100 and go100:
+        m = ours100["subscribers"]
+        goal(
+            f"paced 100/s to {m}: p50 <= Go's",
+            f"{ours100['p50_ms']} ms vs {go100['p50_ms']} ms",
+            ours100["p50_ms"] <= go100["p50_ms"],
+        )
+        goal(
+            f"paced 100/s to {m}: p99 <= 1.5x Go's",
+            f"{ours100['p99_ms']} ms vs 1.5 x {go100['p99_ms']} = {1.5 * go100['p99_ms']:.2f} ms",
+            ours100["p99_ms"] <= 1.5 * go100["p99_ms"],
+        )
+    for r in rows:
+        if r["impl"] == OURS and r["scenario"] == "paced":
+            naive = _find(rows, "naive", "paced", rate=r["rate"])
+            if naive:
+                behind = naive["late"] > 0
+                goal(
+                    f"paced {r['rate']:g}/s: p50 and p99 no worse than naive",
+                    f"{r['p50_ms']}/{r['p99_ms']} ms vs {naive['p50_ms']}/{naive['p99_ms']} ms"
+                    + (f" (naive: {naive['late']} late)" if behind else ""),
+                    behind or (r["p50_ms"] <= naive["p50_ms"] and r["p99_ms"] <= naive["p99_ms"]),
+                )
+    for r in rows:
+        if r["impl"] == OURS and r["scenario"] == "conns" and r["connections"] >= 10_000:
+            n = r["connections"]
+            complete = r["deliveries"] == r["expected"]
+            goal(
+                f"{n} subscribers at {r['rate']:g}/s: p50 <= 10 ms, every event",
+                f"p50 {r['p50_ms']} ms, {r['deliveries']}/{r['expected']}",
+                r["p50_ms"] <= 10 and complete,
+            )
+            goal(f"idle <= 8 KiB/conn at {n}", f"{r['kib_per_conn']} KiB", r["kib_per_conn"] <= 8)
+            if r["idle_cpu_pct"] is not None:
+                goal(
+                    f"heartbeats of {n} idle streams < 2% of a core",
+                    f"{r['idle_cpu_pct']}% over {r['idle_hold_s']:g} s",
+                    r["idle_cpu_pct"] < 2,
+                )
+    mem, red = _find(rows, OURS, "burst"), _find(rows, f"{OURS}/redis", "burst")
+    if mem and red:
+        ratio = red["deliveries_per_s"] / max(1, mem["deliveries_per_s"])
+        goal("Redis burst >= 0.9x memory", f"{ratio:.2f}x", ratio >= 0.9)
+    for r in rows:
+        if r["impl"] == f"{OURS}/redis" and r["scenario"] == "paced":
+            mem_r = _find(rows, OURS, "paced", rate=r["rate"])
+            if mem_r:
+                ratio = r["p99_ms"] / max(1e-9, mem_r["p99_ms"])
+                goal(f"Redis paced {r['rate']:g}/s p99 within 10% of memory", f"{ratio:.2f}x", ratio <= 1.1)
+    mine = [r for r in rows if r["impl"].startswith(OURS)]
+    if mine:
+        bad = sum(1 for r in mine if any(r[k] for k in CHECKS))
+        goal("ours: no lost, duplicated, reordered or late event", f"{bad} of {len(mine)} runs with any", bad == 0)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=20.0, help="how long after a run's schedule events may come")
     parser.add_argument("--conns", type=int, nargs="+", default=[1000], help="idle connection counts, e.g. 1000 10000")
     parser.add_argument("--idle-hold", type=float, default=16.0, help="idle CPU over this long, at the largest --conns")
-    parser.add_argument("--conn-rate", type=float, default=10.0, help="events/s to all --conns streams after idling")
+    parser.add_argument("--conn-rate", type=float, default=2.0, help="events/s to all --conns streams after idling")
     parser.add_argument("--conn-seconds", type=float, default=5.0)
     parser.add_argument(
         "--backend",
