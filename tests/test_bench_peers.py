@@ -88,3 +88,12 @@ async def test_the_load_client_counts_gaps_duplicates_and_reorders() -> None:
     for seq in (4, 3, 3, 6, 7):
         stream.data_received(_chunk(_event(seq)))
     assert (res.received, res.dups, res.reorders, sorted(res.missing)) == (7, 1, 1, [5])
+
+
+def test_without_go_the_go_peer_is_skipped_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import bench.peers as peers
+
+    monkeypatch.setattr("bench.peers.shutil.which", lambda name: None)
+    monkeypatch.setattr("bench.peers.os.access", lambda path, mode: False)
+    with pytest.raises(peers.Unavailable, match=r"^go is not installed \(apt-get install golang-go\)"):
+        peers.PEERS["go"].command(peers.Options(tmp_path))
