@@ -3,6 +3,7 @@
     python -m bench            # the full run: table, bench/results/latest.json, bench/results/latest.png
     python -m bench --quick    # under a minute, for CI: exits 1 if any event is lost or reordered
     python -m bench mux        # one shared connection (/sse/mux) with 20 topics against 20 streams
+    python -m bench peers      # ours beside a Go net/http server, sse-starlette and the naive baseline
 
 Everything talks to 127.0.0.1 only; every loop is bounded in count and time.
 """
@@ -17,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,33 +54,41 @@ def process_cpu(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def bench_server(impl: str, ready_path: str = "/stats") -> Iterator[str]:
+def bench_server(impl: str, ready_path: str = "/stats", command: list[str] | None = None) -> Iterator[str]:
+    """A bench server in a subprocess on a free port: ``bench.server --impl impl``, or ``command``
+    (a peer from :mod:`bench.peers`, with ``{port}`` in it)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.server", "--impl", impl, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    SERVER_PIDS[url] = proc.pid
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + ready_path, timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"bench server ({impl}) did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
+    argv = [sys.executable, "-m", "bench.server", "--impl", impl, "--port", "{port}"] if command is None else command
+    # Its stderr goes to a file, not a pipe nobody reads: a server that logs a lot (thousands of
+    # disconnects at the end of a run) would block on a full pipe.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [a.replace("{port}", str(port)) for a in argv],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
+        SERVER_PIDS[url] = proc.pid
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    httpx.get(url + ready_path, timeout=1).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        log.seek(0)
+                        tail = log.read()[-2000:].decode(errors="replace")
+                        raise RuntimeError(f"bench server ({impl}) did not start: {tail}") from None
+                    time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def stats(url: str) -> dict[str, Any]:
@@ -125,11 +135,12 @@ class Clients:
     def connected(self) -> int:
         return sum(r["ready"] for r in self.ready)
 
-    def go(self) -> None:
-        """Start reading (before anything is published, so latency is not spent in socket buffers)."""
+    def go(self, first: int | None = None) -> None:
+        """Start reading (before anything is published, so latency is not spent in socket buffers).
+        ``first``: the seq the first event will have, so that losing it counts as a gap."""
         deadline = time.time() + self.timeout
         for pipe in self.pipes:
-            pipe.send({"go": deadline})
+            pipe.send({"go": deadline, "first": first})
 
     def results(self) -> list[dict[str, Any]]:
         out = [pipe.recv() for pipe in self.pipes]
@@ -164,6 +175,10 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         "received": sum(r["received"] for r in results),
         "errors": sum(r["errors"] for r in results),
         "short": sum(r["short"] for r in results),
+        "gaps": sum(r.get("gaps", 0) for r in results),
+        "dups": sum(r.get("dups", 0) for r in results),
+        "reorders": sum(r.get("reorders", 0) for r in results),
+        "late": sum(r.get("late", 0) for r in results),
         "ended_early": sum(r["ended_early"] for r in results),
         "last_at": max(r["last_at"] for r in results),
         "client_cpu_s": sum(r["cpu_s"] for r in results),
@@ -422,6 +437,10 @@ def main() -> int:
         from bench import mux
 
         return mux.main(sys.argv[2:])
+    if sys.argv[1:2] == ["peers"]:  # `python -m bench peers`: ours beside Go, sse-starlette, naive
+        from bench.peers import compare
+
+        return compare.main(sys.argv[2:])
     parser = argparse.ArgumentParser(prog="bench", description="SSE hub vs a naive baseline, on loopback.")
     parser.add_argument("--quick", action="store_true", help="small run for CI (< 1 min); fails on any loss")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")

@@ -25,12 +25,18 @@ from typing import Any, cast
 EVENT_RE = re.compile(rb'"seq": ?(\d+), ?"t": ?([0-9.e+-]+)')
 ID_RE = re.compile(rb"(?m)^id: ([^\r\n]+)")
 SEQ_KEY = b'"seq":'
+MAX_MISSING = 1_000_000  # a bound on the skipped seqs remembered per connection
 
 
 @dataclass
 class ConnResult:
     received: int = 0
-    errors: int = 0  # gaps, duplicates or reorders
+    errors: int = 0  # gaps, duplicates or reorders (one per write that had any)
+    # Exact, in the strict check: events skipped (never came, though later ones did), events that
+    # came twice, and skipped events that came later (out of order).
+    dups: int = 0
+    reorders: int = 0
+    missing: set[int] = field(default_factory=set)
     ended_early: bool = False
     first_seq: int | None = None
     last_seq: int | None = None
@@ -172,9 +178,20 @@ class SseStream(asyncio.Protocol):
             found = EVENT_RE.findall(complete)
             for s, t in found:
                 seq = int(s)
-                if expected is not None and seq != expected:
+                if expected is None or seq == expected:
+                    expected = seq + 1
+                elif seq > expected:  # a gap: remember what was skipped, it may still come
                     errors += 1
-                expected = seq + 1
+                    if len(res.missing) < MAX_MISSING:
+                        res.missing.update(range(expected, min(seq, expected + MAX_MISSING)))
+                    expected = seq + 1
+                else:
+                    errors += 1
+                    if seq in res.missing:
+                        res.missing.discard(seq)
+                        res.reorders += 1
+                    else:
+                        res.dups += 1
                 if keep:
                     ts = float(t)
                     sent.append(ts)
@@ -323,6 +340,9 @@ async def _worker(
     command: dict[str, Any] = await loop.run_in_executor(None, conn.recv)  # {"go": deadline} or {"stop": True}
     if "go" in command:
         deadline = float(command["go"])
+        if command.get("first") is not None:  # the first seq to come: a lost first event is a gap
+            for stream, _ in opened:
+                stream.expected = int(command["first"])
         done.total = len(opened)
         done.check()
         # No collections while reading: a pause here would show as the server's latency.
@@ -352,6 +372,11 @@ async def _worker(
             "errors": sum(r.errors for r in results),
             "ended_early": sum(1 for r in results if r.ended_early and r.received < want),
             "short": sum(1 for r in results if r.received < want),
+            "gaps": sum(len(r.missing) for r in results),
+            "dups": sum(r.dups for r in results),
+            "reorders": sum(r.reorders for r in results),
+            # Not come by the deadline (after the last one that did): a server behind, not a loss.
+            "late": sum(max(0, want - (r.received - r.dups) - len(r.missing)) for r in results),
             "last_at": max((r.last_at for r in results), default=0.0),
             "latencies": lat,
             "sent": sent,

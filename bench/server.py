@@ -23,25 +23,23 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, Stream
 
+from shared.backends import from_url
 from shared.correlation import Correlator
 from shared.hub import Hub, HubSettings
 from shared.responses import last_event_id, sse_response
 from shared.server import serve
 
-TOPIC = "bench"
-BATCH = 64  # events published between yields to the loop
+from .contract import TOPIC, due, pace, payload, process_stats
 
 
 @dataclass
@@ -51,43 +49,15 @@ class PublishBody:
     rate: float | None = None  # events per second; None = as fast as it can
 
 
-def _due(i: int, began_wall: float, rate: float | None) -> float | None:
-    """When event ``i`` is due by the schedule: its ``t``, so a publisher that falls behind (the
-    server is too busy) shows as latency instead of hiding it (coordinated omission)."""
-    return None if rate is None else began_wall + i / rate
-
-
-async def _pace(i: int, began: float, rate: float | None) -> None:
-    if rate is None:
-        if i % BATCH == BATCH - 1:
-            await asyncio.sleep(0)
-        return
-    delay = began + (i + 1) / rate - time.monotonic()
-    await asyncio.sleep(max(0.0, delay))
-
-
-def _payload(seq: int, size: int, t: float | None = None) -> dict[str, Any]:
-    base = {"seq": seq, "t": time.time() if t is None else t, "pad": ""}
-    pad = max(0, size - len(json.dumps(base)))
-    base["pad"] = "x" * pad
-    return base
-
-
 class Counter:
     def __init__(self) -> None:
         self.seq = 0
 
 
 def _stats(state: State) -> dict[str, Any]:
-    proc = psutil.Process(os.getpid())
-    cpu = proc.cpu_times()
-    return {
-        "subscribers": state.subscribers(),
-        "rss": proc.memory_info().rss,
-        "cpu_s": cpu.user + cpu.system,
-        "gc_collections": [g["collections"] for g in gc.get_stats()],
-        "seq": state.counter.seq,
-    }
+    out = process_stats(state.subscribers(), state.counter.seq)
+    out["gc_collections"] = [g["collections"] for g in gc.get_stats()]
+    return out
 
 
 @get("/stats")
@@ -110,13 +80,13 @@ async def hub_publish(data: JSONBody[PublishBody], state: State) -> dict[str, in
     began, began_wall = time.monotonic(), time.time()
     for i in range(data.n):
         counter.seq += 1
-        await hub.publish_json(TOPIC, _payload(counter.seq, data.size, _due(i, began_wall, data.rate)), event="tick")
-        await _pace(i, began, data.rate)
+        await hub.publish_json(TOPIC, payload(counter.seq, data.size, due(i, began_wall, data.rate)), event="tick")
+        await pace(i, began, data.rate)
     return {"published": data.n, "seq": counter.seq}
 
 
-def create_hub_app(window: int = 8192) -> Litestar:
-    hub = Hub(settings=HubSettings(window=window))
+def create_hub_app(window: int = 8192, backend: str | None = None) -> Litestar:
+    hub = Hub(from_url(backend), settings=HubSettings(window=window))
     state = State({"hub": hub, "counter": Counter(), "sse_hubs": [hub]})
     state.subscribers = lambda: hub.stats()["subscribers"]
     return Litestar(
@@ -154,10 +124,10 @@ async def naive_publish(data: JSONBody[PublishBody], state: State) -> dict[str, 
     began, began_wall = time.monotonic(), time.time()
     for i in range(data.n):
         counter.seq += 1
-        item = _payload(counter.seq, data.size, _due(i, began_wall, data.rate))
+        item = payload(counter.seq, data.size, due(i, began_wall, data.rate))
         for queue in state.queues:
             queue.put_nowait(item)
-        await _pace(i, began, data.rate)
+        await pace(i, began, data.rate)
     return {"published": data.n, "seq": counter.seq}
 
 
@@ -225,6 +195,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--impl", choices=["hub", "naive", "bidi"], default="hub")
     parser.add_argument("--window", type=int, default=8192, help="hub: how far a subscriber may lag (events)")
+    parser.add_argument("--backend", help="hub: a backend URL (memory:// by default, redis://host:port/db)")
     args = parser.parse_args()
     app: Any
     if args.impl == "bidi":
@@ -233,7 +204,7 @@ def main() -> None:
         app = bidi.create_app()
         app.register(bench_requests)
     else:
-        app = create_hub_app(args.window) if args.impl == "hub" else create_naive_app()
+        app = create_hub_app(args.window, args.backend) if args.impl == "hub" else create_naive_app()
     serve(app, args.host, args.port, log_level="warning", backlog=8192)
 
 
