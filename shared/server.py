@@ -2,8 +2,11 @@
 
 uvicorn waits for streaming responses to finish before it runs the lifespan shutdown (and by
 default waits forever), so a hub closed from ``on_shutdown`` would never be reached. Our
-``Server`` closes the app's hubs first, then lets uvicorn shut down as usual, with a short
-graceful timeout as a backstop.
+``Server`` closes every app's ``closables`` first (:mod:`shared.apps`), then lets uvicorn shut
+down as usual, with a short graceful timeout as a backstop.
+
+The command line around it is :mod:`shared.serve_cli`, ``--workers`` :mod:`shared.supervisor`,
+the HTTP protocol :mod:`shared.head_protocol`.
 """
 
 from __future__ import annotations
