@@ -20,12 +20,10 @@ from litestar.exceptions import (
 from shared.problems import Problem
 
 from .cluster import Cluster
+from .context import ExecState, address_of, find_run, principal_of, run_or_404
 from .runner import InputClosed, InputStalled, NotRunning
 
 __all__ = ["ACTIONS", "act", "live_error"]
-
-
-from .context import ExecState, address_of, find_run, principal_of, run_or_404
 
 
 def live_error(ex: ExecState, run_id: str, exc: Exception) -> Exception:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,11 +39,11 @@ __all__ = [
 PREFIX = "/exec"
 RUNS_TOPIC = "exec:runs"
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(slots=True)
 class ExecState:
+    """The parts of one remote exec instance (made by ``create_app``), in its state as ``exec_app``."""
+
     store: Store
     runner: Runner
     auth: Auth

@@ -31,8 +31,10 @@ from shared.hub import Subscription
 from shared.metrics import count
 from shared.responses import SSE_HEADERS, last_event_id, sse_response
 
+from .actions import act
 from .auth import operator_guard, viewer_guard
 from .cluster import UNREACHABLE, Cluster, OwnerWatch
+from .context import RUNS_TOPIC, ExecState, address_of, exec_of, find_run, principal_of, unavailable
 from .grants import Hold
 from .mirror import run_topic
 from .policy import PolicyRefusal
@@ -42,10 +44,6 @@ from .store import RUNNING
 from .streams import run_stream as run_events
 
 __all__ = ["handlers"]
-
-
-from .actions import act
-from .context import RUNS_TOPIC, ExecState, address_of, exec_of, find_run, principal_of, unavailable
 
 MAX_INPUT_BYTES = 64 * 1024
 LIST_TIMEOUT_S = 3.0

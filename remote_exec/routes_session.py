@@ -18,11 +18,9 @@ from shared.errors import errors
 from shared.security import COOKIE_PATH
 
 from .auth import COOKIE, SESSION_TTL_S, operator_guard, viewer_guard
+from .context import address_of, exec_of, principal_of
 
 __all__ = ["handlers"]
-
-
-from .context import address_of, exec_of, principal_of
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):

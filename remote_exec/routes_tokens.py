@@ -16,11 +16,9 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from shared.errors import errors
 
 from .auth import clean_name, operator_guard
+from .context import PREFIX, address_of, exec_of, find_run, principal_of
 
 __all__ = ["handlers"]
-
-
-from .context import PREFIX, address_of, exec_of, find_run, principal_of
 
 MAX_VIEWER_TTL_S = 30 * 86400
 
