@@ -6,15 +6,15 @@ import argparse
 
 from litestar import Litestar
 
-from shared.server import base_parser, serve_build
+from shared.serve_cli import base_parser, serve_build
 
 from .app import create_app
 from .wiring import is_redis
 
 
 def build(args: argparse.Namespace) -> Litestar:
-    """The app each worker serves (``shared.server.serve_build`` imports this by name)."""
-    return create_app(args.data_dir, backend_url=args.backend)
+    """The app each worker serves (``shared.serve_cli.serve_build`` imports this by name)."""
+    return create_app(args.data_dir, backend=args.backend)
 
 
 def main() -> None:

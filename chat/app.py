@@ -9,19 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ServiceUnavailableException
-from litestar.response import File
 
-from shared.apps import app_defaults
+from shared.apps import App, app_defaults
 from shared.backends.redis import RedisBackend
 from shared.errors import Unprocessable, error_response, storage_trouble
 from shared.health import health_routes
 from shared.hub import Hub, HubSettings
-from shared.openapi import FileOperation
-from shared.pages import static_router
+from shared.pages import page_route, static_router
 
 from . import routes_files, routes_messages, routes_rooms, routes_session, routes_streams
 from .backend import SqliteBackend
@@ -42,10 +40,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_JSON_BODY = 64 * 1024
 
 
-@get("/chat/", media_type="text/html", operation_class=FileOperation)
-async def page() -> File:
-    """The chat page (HTML; its scripts and styles are under ``/chat/static/``)."""
-    return File(STATIC / "chat.html", content_disposition_type="inline", media_type="text/html")
+page = page_route("/chat", STATIC / "chat.html", "chat page")
 
 
 def _rule_error(request: Request[Any, Any, Any], exc: RuleError) -> Response[dict[str, Any]]:
@@ -89,33 +84,32 @@ class _RedisErrors:
 
 def create_app(
     data_dir: Path,
-    *,
     settings: ChatSettings | None = None,
+    *,
+    backend: str | SqliteBackend | None = None,
     hub_settings: HubSettings | None = None,
-    backend: SqliteBackend | None = None,
     secret: bytes | None = None,
-    backend_url: str | None = None,
-) -> Litestar:
-    """The chat app.
+    **options: Any,
+) -> App:
+    """The chat app (the shape every app has: ``docs/app-contract.md``).
 
-    ``backend_url`` picks the store: ``None`` or ``memory://`` is SQLite in ``data_dir``
-    (``backend`` defaults to a :class:`SqliteBackend` on ``<data_dir>/chat.sqlite3``), for one
-    process; ``redis://host:port/db`` keeps everything in Redis, so several instances serve one
-    chat (``data_dir`` is then unused). ``secret`` (the cookie signing key) defaults to one
-    made once and kept by the store: ``<data_dir>/chat-secret.key``, or a Redis key.
+    ``backend`` picks the store: ``None`` or ``memory://`` is SQLite in ``data_dir`` (a
+    :class:`SqliteBackend` on ``<data_dir>/chat.sqlite3``, or the one given), for one process;
+    ``redis://host:port/db`` keeps everything in Redis, so several instances serve one chat
+    (``data_dir`` is then unused). ``options`` are fields of ``settings`` to change
+    (``max_text=100``). ``secret`` (the cookie signing key) defaults to one made once and kept
+    by the store: ``<data_dir>/chat-secret.key``, or a Redis key.
     """
-    settings = settings or ChatSettings()
+    settings = dataclasses.replace(settings or ChatSettings(), **options)
     hub_settings = hub_settings or HubSettings()
-    if is_redis(backend_url):
-        if backend is not None:
-            raise ValueError("pass either a SqliteBackend or a redis:// backend_url, not both")
-        parts = redis_parts(str(backend_url), settings)
+    if isinstance(backend, str) and is_redis(backend):
+        parts = redis_parts(backend, settings)
         assert isinstance(parts.backend, RedisBackend)
         # A returning client replays from the stream in one go: never fewer than are kept.
         kept = parts.backend.maxlen + parts.backend.trim_slack
         hub_settings = dataclasses.replace(hub_settings, replay_limit=max(hub_settings.replay_limit, kept))
     else:
-        parts = sqlite_parts(data_dir, settings, backend)
+        parts = sqlite_parts(data_dir, settings, backend if isinstance(backend, SqliteBackend) else None)
     hub = Hub(parts.backend, hub_settings)
 
     async def announce(room: str, event: str, payload: dict[str, Any]) -> None:
@@ -144,7 +138,10 @@ def create_app(
     )
     handlers: dict[Any, Any] = {RuleError: _rule_error, sqlite3.OperationalError: _database_error}
     handlers.update(dict.fromkeys(UNAVAILABLE, _RedisErrors()))
-    return Litestar(
+    return App(
+        prefix="/chat",
+        settings=settings,
+        closables=[hub],  # its streams end with `shutdown`; chat.stop (on_shutdown) closes the rest
         route_handlers=[
             *health_routes(),
             page,
@@ -156,7 +153,7 @@ def create_app(
             static_router("/chat", STATIC, name="chat-static"),
         ],
         dependencies={"user": Provide(current_user)},
-        state=State({"chat": chat, "sse_hubs": [hub]}),
+        state=State({"chat": chat}),
         on_startup=[chat.start],
         on_shutdown=[chat.stop],
         **app_defaults(

@@ -67,7 +67,7 @@ class ChatSettings:
     secure_cookie: bool = False
     default_rooms: tuple[str, ...] = ("general", "random")
 
-    # -- the Redis store only (create_app(..., backend_url="redis://...")) --
+    # -- the Redis store only (create_app(..., backend="redis://...")) --
     # Events kept per room stream: history and resume reach this far back; a message whose event
     # is trimmed leaves history, and a client resuming from before it gets `reset`. A `maxlen`
     # in the backend URL wins.

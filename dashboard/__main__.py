@@ -9,27 +9,23 @@ import os
 
 from litestar import Litestar
 
-from shared.backends import from_url
-from shared.hub import Hub
 from shared.security import new_token
-from shared.server import base_parser, serve_build
+from shared.serve_cli import base_parser, serve_build
 
 from .app import create_app, login_lines
+from .settings import DashboardSettings
 
 
 def build(args: argparse.Namespace) -> Litestar:
     """The app of one worker (``serve_build`` calls it in each, with the same ``args``)."""
-    app = create_app(
-        args.data_dir,
+    settings = DashboardSettings(
         control_token=args.control_token,
         interval=args.interval,
-        hub=Hub(from_url(args.backend)),
         host_name=args.host_name,
         login_max_age=args.login_hours * 3600,
         login_idle=args.login_idle_hours * 3600,
     )
-    app.state.control_token_generated = args.control_token_generated
-    return app
+    return create_app(args.data_dir, settings, backend=args.backend)
 
 
 def main() -> None:
@@ -66,7 +62,8 @@ def main() -> None:
     except ValueError as exc:
         parser.error(str(exc))
     host = f"[{args.host}]" if ":" in args.host else args.host
-    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}"), app=app)
+    lines = login_lines(app, f"http://{host}:{args.port}", generated=args.control_token_generated)
+    serve_build(build, args, lines, app=app)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 from litestar import Litestar
 
 from shared.security import new_token
-from shared.server import base_parser, check_bind, serve_build
+from shared.serve_cli import base_parser, check_bind, serve_build
 
 from .app import TOKEN_ENV, create_app, login_text, token_from_env
 from .policy import Policy, PolicyError

@@ -1,14 +1,52 @@
-"""The settings every app of this project shares, so they are written (and changed) once."""
+"""The app contract: what every app of this project is, so one server runs one app or five alike.
+
+An app is an :class:`App`: a Litestar app (routes, middleware, lifespan) that also says
+
+- ``prefix``: the path it answers under (``/chat``), which :class:`shared.mount.Mounts` mounts it at;
+- ``settings``: its options, a frozen dataclass (``ChatSettings``...), as built: read, never patched;
+- ``closables``: what the server closes, in this order, the moment it stops, *before* uvicorn waits
+  for open requests (SSE streams never end by themselves): things that say goodbye through a hub
+  first (routers, the hosts' election), then the hubs, whose streams end with ``shutdown``.
+
+Startup and shutdown are Litestar's own ``on_startup`` / ``on_shutdown`` hooks: they open the stores
+and start the hubs, and close what the ``closables`` did not (stores last). :mod:`shared.server`
+finds every app's ``closables`` through whatever wraps it (:func:`shutdown_groups`), so ``serve()``,
+``Mounts`` and ``--workers`` treat one app and the combined server the same way. See
+``docs/app-contract.md``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from litestar import Litestar
 
 from .errors import JSONRequest, complete_allow, error_handlers
 from .openapi import STRICT_STRUCTS, api_docs
 from .security import SECURITY_HEADERS, origin_check
 
-__all__ = ["app_defaults"]
+__all__ = ["App", "Closable", "app_defaults", "shutdown_groups"]
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+class App(Litestar):
+    """A Litestar app with the three things the server needs to know about it (see the module).
+
+    ``App(prefix=..., settings=..., closables=[...], **litestar_kwargs)``; everything else is
+    Litestar's, so a test client, ``Mounts`` and uvicorn take it as any Litestar app.
+    """
+
+    def __init__(self, *, prefix: str, settings: Any, closables: Sequence[Closable] = (), **litestar: Any) -> None:
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError(f"an app's prefix is '' or '/name', not {prefix!r}")
+        self.prefix = prefix
+        self.settings = settings
+        self.closables: tuple[Closable, ...] = tuple(closables)
+        super().__init__(**litestar)
 
 
 def app_defaults(
@@ -34,3 +72,42 @@ def app_defaults(
         "openapi_config": api_docs(prefix, name, description),
         "plugins": [STRICT_STRUCTS],
     }
+
+
+def closables_of(node: Any) -> list[Closable] | None:
+    """``node.closables`` (an :class:`App`, or a wrapper with streams of its own such as the mux),
+    else ``node.state.sse_hubs``, the older spelling (``bench/server.py`` still uses it)."""
+    closables = getattr(node, "closables", None)
+    if closables is None:
+        state = getattr(node, "state", None)
+        closables = getattr(state, "sse_hubs", None) if state is not None else None
+    return list(closables) if closables else None
+
+
+def shutdown_groups(app: Any) -> list[list[Closable]]:
+    """Every app's ``closables`` under ``app``, one group per app, each in its order.
+
+    Sees through whatever wraps the apps, at any depth: ASGI middlewares (``.app``, as uvicorn's
+    proxy-headers middleware in a worker) and containers (``mounted_apps()``: :class:`shared.mount.
+    Mounts`, the mux). An app found nowhere here would keep its streams open at shutdown until
+    uvicorn's graceful timeout cancels them, so this walk is the whole of the guarantee.
+    """
+    groups: list[list[Closable]] = []
+    seen: set[int] = set()
+
+    def walk(node: Any, depth: int) -> None:
+        if node is None or id(node) in seen or depth > 20:
+            return
+        seen.add(id(node))
+        mounted = getattr(node, "mounted_apps", None)
+        if callable(mounted):
+            for child in mounted():
+                walk(child, depth + 1)
+        closables = closables_of(node)
+        if closables:
+            groups.append(closables)
+        elif not callable(mounted):
+            walk(getattr(node, "app", None), depth + 1)
+
+    walk(app, 0)
+    return groups

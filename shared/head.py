@@ -26,7 +26,7 @@ _GRACE = 1.0
 
 class HeadAsGet:
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app  # ``app`` by name: shared.server.app_hubs() looks through wrappers by it
+        self.app = app  # ``app`` by name: shared.apps.shutdown_groups() looks through wrappers by it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope.get("method") != "HEAD":

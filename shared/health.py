@@ -25,6 +25,7 @@ from typing import Any
 
 from litestar import Request, Response, get
 
+from .apps import closables_of
 from .backends.base import Backend, BackendUnavailable
 
 __all__ = ["HEALTH", "Health", "health_routes"]
@@ -76,8 +77,8 @@ def _health_of(request: Request[Any, Any, Any]) -> Health:
     health = (request.scope.get("state") or {}).get(HEALTH)
     if isinstance(health, Health):
         return health
-    state = getattr(request.app, "state", None)
-    return Health(lambda: list(getattr(state, "sse_hubs", None) or ()))
+    app = request.app
+    return Health(lambda: closables_of(app) or [])
 
 
 @get(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from litestar import Litestar
+
+from .apps import App
 
 __all__ = ["Mounts"]
 
@@ -16,11 +18,19 @@ Scope = dict[str, Any]
 class Mounts:
     """Dispatch by path prefix to whole apps; the apps see the full path (they carry their prefix).
 
-    Each app's lifespan (startup and shutdown hooks) runs inside this one's.
+    ``apps``: :class:`shared.apps.App` objects, each mounted at its own ``prefix`` (or a mapping of
+    prefix to any Litestar app). Each app's lifespan (startup and shutdown hooks) runs inside this
+    one's; the server closes each app's ``closables`` as it would for that app served alone.
     """
 
-    def __init__(self, apps: Mapping[str, Litestar], fallback: Litestar) -> None:
-        self._apps = sorted(apps.items(), key=lambda kv: -len(kv[0]))
+    def __init__(self, apps: Iterable[App] | Mapping[str, Litestar], fallback: Litestar) -> None:
+        pairs: list[tuple[str, Litestar]] = (
+            list(apps.items()) if isinstance(apps, Mapping) else [(app.prefix, app) for app in apps]
+        )
+        prefixes = [prefix for prefix, _ in pairs]
+        if len(set(prefixes)) != len(prefixes) or "" in prefixes:
+            raise ValueError(f"each mounted app needs its own non-empty prefix, not {prefixes}")
+        self._apps = sorted(pairs, key=lambda kv: -len(kv[0]))
         self._fallback = fallback
 
     def app_at(self, prefix: str) -> Litestar | None:

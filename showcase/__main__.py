@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import remote_exec
+from dashboard.settings import DashboardSettings
+from remote_exec.settings import ExecSettings
 from shared.mount import Mounts
 from shared.security import new_token
-from shared.server import base_parser, check_workers, serve_build
+from shared.serve_cli import base_parser, check_workers, serve_build
 
 from .app import Settings, create_app, login_lines
 
@@ -38,19 +40,17 @@ def main() -> None:
         args.exec_token = remote_exec.token_from_env(args.exec_token, flag="--exec-token")
     except ValueError as exc:
         parser.error(str(exc))
-    generated = {"exec": False, "dashboard": False}
+    generated: list[str] = []  # the apps whose token is made up here (login_lines prints those)
     # Made here, once: with --workers every worker builds the app from these same args.
     if args.exec_token is None:
-        args.exec_token, generated["exec"] = new_token(), True
+        args.exec_token = new_token()
+        generated.append("exec")
     if args.dashboard_token is None:
-        args.dashboard_token, generated["dashboard"] = new_token(), True
+        args.dashboard_token = new_token()
+        generated.append("dashboard")
     app = build(args)  # also checks the policy before any worker starts
-    if generated["exec"] and (exec_app := app.app_at("/exec")) is not None:
-        exec_app.state.exec_app.token_generated = True  # so login_lines prints it
-    if generated["dashboard"] and (dash_app := app.app_at("/dashboard")) is not None:
-        dash_app.state.control_token_generated = True
     host = f"[{args.host}]" if ":" in args.host else args.host
-    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}"), app=app)
+    serve_build(build, args, login_lines(app, f"http://{host}:{args.port}", generated=generated), app=app)
 
 
 def build(args: argparse.Namespace) -> Mounts:
@@ -62,9 +62,8 @@ def build(args: argparse.Namespace) -> Mounts:
     settings = Settings(
         data_dir=args.data_dir,
         backend_url=args.backend,
-        exec_token=args.exec_token,
-        exec_policy=policy,
-        dashboard_token=args.dashboard_token,
+        exec=ExecSettings(token=args.exec_token, policy=policy),
+        dashboard=DashboardSettings(control_token=args.dashboard_token),
     )
     return create_app(settings)
 

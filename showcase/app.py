@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from litestar.response import File
 import chat
 import dashboard
 import remote_exec
+from chat import ChatSettings
+from dashboard.settings import DashboardSettings
+from remote_exec.settings import ExecSettings
 from shared.backends import from_url
 from shared.datadir import private_dir
 from shared.errors import complete_allow, error_handlers
@@ -42,29 +46,30 @@ def create_index_app() -> Litestar:
     )
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Settings:
+    """The combined server's options: where its files go, its backend, and each app's own settings."""
+
     data_dir: Path = Path(".data")
     backend_url: str | None = None
-    exec_token: str | None = None
-    exec_policy: remote_exec.Policy = field(default_factory=remote_exec.Policy.default)
-    dashboard_token: str | None = None
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    exec: ExecSettings = field(default_factory=ExecSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
 
 def create_app(settings: Settings | None = None) -> Mounts:
-    """All apps on one ASGI callable. Each keeps its own hub, database files and lifespan."""
+    """All apps on one ASGI callable, each at its own prefix with its own hub, files and lifespan
+    (every one an :class:`shared.apps.App`: the server closes each as it would alone)."""
     s = settings or Settings()
     private_dir(s.data_dir)
-    apps: dict[str, Litestar] = {
-        "/basics": basics.create_app(Hub(from_url(s.backend_url))),
-        "/bidi": bidi.create_app(Hub(from_url(s.backend_url))),
+    apps = [
+        basics.create_app(Hub(from_url(s.backend_url))),
+        bidi.create_app(Hub(from_url(s.backend_url))),
         # memory:// keeps the chat in SQLite (one process); redis:// puts all of it in Redis.
-        "/chat": chat.create_app(s.data_dir, backend_url=s.backend_url),
-        "/exec": remote_exec.create_app(s.data_dir, token=s.exec_token, policy=s.exec_policy, backend=s.backend_url),
-        "/dashboard": dashboard.create_app(
-            s.data_dir, control_token=s.dashboard_token, hub=Hub(from_url(s.backend_url))
-        ),
-    }
+        chat.create_app(s.data_dir, s.chat, backend=s.backend_url),
+        remote_exec.create_app(s.data_dir, s.exec, backend=s.backend_url),
+        dashboard.create_app(s.data_dir, s.dashboard, backend=s.backend_url),
+    ]
     return Mounts(apps, fallback=create_index_app())
 
 
@@ -79,8 +84,9 @@ PAGES = (
 )
 
 
-def login_lines(app: Mounts, base_url: str) -> list[str]:
-    """What to print at start: where everything is, and how to sign in to the guarded apps."""
+def login_lines(app: Mounts, base_url: str, *, generated: Collection[str] = ()) -> list[str]:
+    """What to print at start: where everything is, and how to sign in to the guarded apps.
+    ``generated``: the apps (``"exec"``, ``"dashboard"``) whose token the caller made up."""
     lines = [f"Serving all apps on {base_url}/"]
     width = max(len(base_url + prefix) for prefix, _ in PAGES) + 1
     lines += [
@@ -90,8 +96,8 @@ def login_lines(app: Mounts, base_url: str) -> list[str]:
     ]
     exec_app = app.app_at("/exec")
     if exec_app is not None:
-        lines += remote_exec.login_lines(exec_app, base_url)
+        lines += remote_exec.login_lines(exec_app, base_url, generated="exec" in generated)
     dash_app = app.app_at("/dashboard")
     if dash_app is not None:
-        lines += dashboard.login_lines(dash_app, base_url)
+        lines += dashboard.login_lines(dash_app, base_url, generated="dashboard" in generated)
     return lines

@@ -20,21 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, get, post
+from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, JSONBody
-from litestar.response import File, Response
+from litestar.response import Response
 
-from shared.apps import app_defaults
+from shared.apps import App, app_defaults
 from shared.backends import BackendUnavailable
 from shared.encoding import encode, encode_json
 from shared.errors import errors
 from shared.health import health_routes
 from shared.hub import Hub
-from shared.openapi import FileOperation
-from shared.pages import static_router
+from shared.pages import page_route, static_router
 from shared.responses import SSE_HEADERS, SSEStream, last_event_id, sse_response
 from shared.routing import Router
 
@@ -119,10 +118,7 @@ def _ticker(state: State) -> Ticker:
     return ticker
 
 
-@get("/basics/", media_type="text/html", operation_class=FileOperation)
-async def page() -> File:
-    """The demo page (HTML; its scripts and styles are under ``/basics/static/``)."""
-    return File(STATIC / "basics.html", content_disposition_type="inline", media_type="text/html")
+page = page_route("/basics", STATIC / "basics.html", "demo page")
 
 
 @get(
@@ -188,11 +184,21 @@ async def get_interval(state: State) -> dict[str, float]:
     return {"seconds": _ticker(state).interval}
 
 
-def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> Litestar:
+@dataclass(frozen=True, slots=True)
+class BasicsSettings:
+    """The demo's one option: seconds between two ticks (changed live with POST /basics/interval)."""
+
+    interval: float = 1.0
+
+
+def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> App:
     hub = hub or Hub()
     router = Router(hub, "basics")
     ticker = Ticker(hub, router, interval)
-    return Litestar(
+    return App(
+        prefix="/basics",
+        settings=BasicsSettings(interval),
+        closables=[router, hub],  # the router says goodbye through the hub: first
         route_handlers=[
             *health_routes(),
             page,
@@ -201,7 +207,7 @@ def create_app(hub: Hub | None = None, *, interval: float = 1.0) -> Litestar:
             get_interval,
             static_router("/basics", STATIC, name="basics-static"),
         ],
-        state=State({"hub": hub, "ticker": ticker, "sse_hubs": [router, hub]}),
+        state=State({"hub": hub, "ticker": ticker}),
         on_startup=[hub.start, router.start, ticker.start],
         on_shutdown=[ticker.stop, router.close, hub.close],
         **app_defaults(

@@ -16,24 +16,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, get, post
+from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.params import FromQuery, JSONBody
-from litestar.response import File, Stream
+from litestar.response import Stream
 
 from shared import jsonrpc
-from shared.apps import app_defaults
+from shared.apps import App, app_defaults
 from shared.correlation import ClientGone, Correlator, RequestCancelled, RequestTimeout, UnknownClient
 from shared.errors import errors
 from shared.health import health_routes
 from shared.hub import Hub
-from shared.openapi import JSONRPC_RESPONSE, FileOperation, read_body
-from shared.pages import static_router
+from shared.openapi import JSONRPC_RESPONSE, read_body
+from shared.pages import page_route, static_router
 from shared.routing import Router
 from shared.security import redact_access_log
 
@@ -46,10 +47,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024
 
 
-@get("/bidi/", media_type="text/html", operation_class=FileOperation)
-async def page() -> File:
-    """The demo page (HTML; its scripts and styles are under ``/bidi/static/``)."""
-    return File(STATIC / "bidi.html", content_disposition_type="inline", media_type="text/html")
+page = page_route("/bidi", STATIC / "bidi.html", "demo page")
 
 
 @get("/bidi/events", media_type="text/event-stream", raises=errors(403, 409, 429, 503))
@@ -131,7 +129,7 @@ class _Lifespan:
     """Start and stop the parts in order: the correlator fails its waiters (the ones forwarded
     from other instances answer 503 through the router), then the router says goodbye (within a
     bounded time), then the hub ends the streams. One object, so the order holds wherever it is
-    closed from: ``sse_hubs`` at shutdown, and ``on_shutdown``."""
+    closed from: the app's ``closables`` at shutdown, and ``on_shutdown``."""
 
     def __init__(self, hub: Hub, correlator: Correlator, router: Router | None) -> None:
         self.hub, self.correlator, self.router = hub, correlator, router
@@ -152,6 +150,16 @@ class _Lifespan:
         await self.hub.close()
 
 
+@dataclass(frozen=True, slots=True)
+class BidiSettings:
+    """The correlator's grace period and caps (429 past them), as :func:`create_app` was given them."""
+
+    grace: float = 30.0
+    max_pending_per_client: int = 100
+    max_sessions: int = 10_000
+    max_sessions_per_client: int | None = 32
+
+
 def create_app(
     hub: Hub | None = None,
     *,
@@ -160,7 +168,7 @@ def create_app(
     max_pending_per_client: int = 100,
     max_sessions: int = 10_000,
     max_sessions_per_client: int | None = 32,
-) -> Litestar:
+) -> App:
     """The demo on ``hub``. With a shared backend (anything but memory) its instances work as one:
     a :class:`Router` (namespace ``"bidi"``) is made unless one is given (on ``hub``).
     ``max_pending_per_client``, ``max_sessions`` and ``max_sessions_per_client`` (per client
@@ -179,7 +187,14 @@ def create_app(
         max_sessions_per_client=max_sessions_per_client,
     )
     lifespan = _Lifespan(hub, correlator, router)
-    return Litestar(
+    settings = BidiSettings(grace, max_pending_per_client, max_sessions, max_sessions_per_client)
+    return App(
+        prefix="/bidi",
+        settings=settings,
+        # Closed as soon as shutdown begins (shared.server closes the closables before uvicorn
+        # waits for open requests): a trigger still waiting then gets a clear 503 at once, not a
+        # 500 when uvicorn gives up waiting.
+        closables=[lifespan],
         route_handlers=[
             *health_routes(),
             page,
@@ -189,10 +204,7 @@ def create_app(
             clients,
             static_router("/bidi", STATIC, name="bidi-static"),
         ],
-        # Closed as soon as shutdown begins (shared.server closes everything in `sse_hubs` before
-        # uvicorn waits for open requests): a trigger still waiting then gets a clear 503 at
-        # once, not a 500 when uvicorn gives up waiting.
-        state=State({"hub": hub, "correlator": correlator, "router": router, "sse_hubs": [lifespan]}),
+        state=State({"hub": hub, "correlator": correlator, "router": router}),
         on_startup=[redact_access_log, lifespan.start],
         on_shutdown=[lifespan.close],
         **app_defaults(

@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from shared import Hub, MemoryBackend
+from shared.apps import App
 from showcase import basics
 from tests.rig import LiveServer, wait_until
 
@@ -94,7 +95,6 @@ def test_after_a_restart_the_reset_gives_the_browser_an_id_to_resume_from(page: 
     carries the topic's origin id, so Chromium's EventSource stops sending the old, foreign id:
     on the next reconnect it sends the new server's origin, not the id of a history long gone."""
     from litestar import Litestar, MediaType, Request, get
-    from litestar.datastructures import State
 
     from shared.responses import last_event_id, sse_response
 
@@ -118,9 +118,11 @@ def test_after_a_restart_the_reset_gives_the_browser_an_id_to_resume_from(page: 
             if len(hubs) == 1:
                 await hub.publish("quiet", "from the first run")
 
-        return Litestar(
-            [stream, home],
-            state=State({"sse_hubs": [hub]}),  # so a stop ends the stream with `shutdown`
+        return App(
+            prefix="",
+            settings=None,
+            closables=[hub],  # so a stop ends the stream with `shutdown`
+            route_handlers=[stream, home],
             on_startup=[hub.start, publish_one],
             on_shutdown=[hub.close],
         )

@@ -33,6 +33,8 @@ from litestar.response import Response
 from playwright.sync_api import BrowserContext
 
 import remote_exec
+from dashboard.settings import DashboardSettings
+from remote_exec.settings import ExecSettings
 from showcase.app import Settings, create_app
 from tests.rig import LiveServer, wait_until
 
@@ -142,7 +144,9 @@ def victim(tmp_path: Path) -> Iterator[tuple[LiveServer, Recorder]]:
         }
     )
     settings = Settings(
-        data_dir=tmp_path / "data", exec_token=EXEC_TOKEN, exec_policy=policy, dashboard_token=DASH_TOKEN
+        data_dir=tmp_path / "data",
+        exec=ExecSettings(token=EXEC_TOKEN, policy=policy),
+        dashboard=DashboardSettings(control_token=DASH_TOKEN),
     )
     recorder = Recorder(None)
 

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, expect
 
+from dashboard.settings import DashboardSettings
+from remote_exec.settings import ExecSettings
 from showcase.app import Settings, create_app
 from tests.conftest import ARTIFACTS
 from tests.rig import LiveServer, read_events
@@ -22,7 +24,11 @@ PAGES = ["/", "/basics/", "/bidi/", "/chat/", "/dashboard/", "/exec/"]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("pages")
-    settings = Settings(data_dir=data, exec_token="pages-exec-token-0123456789", dashboard_token="pages-dash-012345")
+    settings = Settings(
+        data_dir=data,
+        exec=ExecSettings(token="pages-exec-token-0123456789"),
+        dashboard=DashboardSettings(control_token="pages-dash-012345"),
+    )
     with LiveServer(lambda: create_app(settings)) as srv:
         yield srv
 

@@ -101,7 +101,7 @@ def _chat(tmp: Path) -> tuple[Litestar, dict[str, str], list[str]]:
 
 
 def _dashboard(tmp: Path) -> tuple[Litestar, dict[str, str], list[str]]:
-    app = dashboard.create_app(tmp, control_token=DASH_TOKEN, rules=[], hub=Hub(settings=TWO_STREAMS))
+    app = dashboard.create_app(tmp, control_token=DASH_TOKEN, rules=[], hub_settings=TWO_STREAMS)
     return app, {}, ["/dashboard/events", "/dashboard/session/events", "/dashboard/events"]
 
 

@@ -34,7 +34,7 @@ import psutil
 import pytest
 from httpx_sse import SSEError, connect_sse
 
-from shared.server import BACKEND_ENV
+from shared.serve_cli import BACKEND_ENV
 from tests.rig import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from dashboard.settings import DashboardSettings
+from remote_exec.settings import ExecSettings
 from shared import Hub
-from shared.server import app_hubs
+from shared.apps import shutdown_groups as app_hubs
 from showcase.app import Settings, create_app
 from tests.rig import LiveServer, wait_until
 
@@ -19,7 +21,11 @@ TOKEN = "head-test-operator-token-0123456789"
 
 @pytest.fixture(scope="module")
 def combined(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("head"), exec_token=TOKEN, dashboard_token=TOKEN)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("head"),
+        exec=ExecSettings(token=TOKEN),
+        dashboard=DashboardSettings(control_token=TOKEN),
+    )
     with LiveServer(lambda: create_app(settings)) as srv:
         yield srv
 

@@ -15,7 +15,7 @@ from litestar.response import Stream
 from shared import Hub, HubSettings, MemoryBackend
 from shared.limits import ABORT_CONNECTION, ConnectionLimiter, TooManyStreams, WriteWatchdog
 from shared.responses import sse_response
-from shared.server import base_parser, proxy_options
+from shared.serve_cli import base_parser, proxy_options
 from showcase import basics, bidi
 from tests.rig import LiveServer, wait_until
 

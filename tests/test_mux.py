@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 import showcase.app as showcase
+from dashboard.settings import DashboardSettings
+from remote_exec.settings import ExecSettings
+from shared.apps import shutdown_groups as app_hubs
 from shared.decoder import Decoder
-from shared.server import app_hubs
 from tests.mux_rig import MuxClient
 from tests.rig import LiveServer
 
@@ -25,7 +27,9 @@ DASH_TOKEN = "mux-test-dashboard-token-012345678"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("mux")
-    settings = showcase.Settings(data_dir=data, exec_token=EXEC_TOKEN, dashboard_token=DASH_TOKEN)
+    settings = showcase.Settings(
+        data_dir=data, exec=ExecSettings(token=EXEC_TOKEN), dashboard=DashboardSettings(control_token=DASH_TOKEN)
+    )
     with LiveServer(lambda: showcase.create_app(settings)) as srv:
         yield srv
 

@@ -1,4 +1,4 @@
-"""Request heads bounded in size and time (``shared.server.HeadWithBodyProtocol``), issue 14.7.
+"""Request heads bounded in size and time (``shared.head_protocol.HeadWithBodyProtocol``), issue 14.7.
 
 Without bounds, twenty unfinished 8 MiB heads took a server from 72 to 255 MiB, and slowloris
 connections (a header line every few seconds, never the blank line) stayed open for good.

@@ -1,10 +1,10 @@
-"""``shared.server``: a response's head leaves with its body, in one write to the socket."""
+"""``shared.head_protocol``: a response's head leaves with its body, in one write to the socket."""
 
 from __future__ import annotations
 
 import asyncio
 
-from shared.server import _HeadWithBody
+from shared.head_protocol import _HeadWithBody
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 

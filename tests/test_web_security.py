@@ -28,6 +28,8 @@ from litestar.testing import TestClient
 import chat
 import dashboard
 import remote_exec
+from dashboard.settings import DashboardSettings
+from remote_exec.settings import ExecSettings
 from shared.security import RedactSecrets, bearer
 from showcase import basics, bidi
 from showcase.app import Settings, create_app
@@ -41,7 +43,11 @@ EXEC_TOKEN = "websec-operator-token-0123456789"
 @pytest.fixture(scope="module")
 def combined(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Every app on one server, as ``python -m showcase`` serves them."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("websec"), exec_token=EXEC_TOKEN, dashboard_token=DASH_TOKEN)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("websec"),
+        exec=ExecSettings(token=EXEC_TOKEN),
+        dashboard=DashboardSettings(control_token=DASH_TOKEN),
+    )
     with LiveServer(lambda: create_app(settings)) as srv:
         yield srv
 

@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from shared.server import check_workers
+from shared.serve_cli import check_workers
 from tests.rig import RedisServer, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

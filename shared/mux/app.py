@@ -70,8 +70,8 @@ class Mux:
     """Answers the mux's paths, passes everything else to ``app``.
 
     ``backend_url`` (``redis://...``): forward changes between processes sharing it.
-    ``mounted_apps``/``app`` keep the wrapped app visible to :func:`shared.server.app_hubs`, and
-    ``state.sse_hubs`` puts this wrapper in the server's shutdown (its streams end with ``shutdown``).
+    ``mounted_apps``/``app`` keep the wrapped app visible to :func:`shared.apps.shutdown_groups`, and
+    ``closables`` puts this wrapper in the server's shutdown (its streams end with ``shutdown``).
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class Mux:
         self.closing = False
         self.router: Any = None
         self._hub: Any = None
-        self.state = SimpleNamespace(sse_hubs=[self])
+        self.closables = (self,)
         self.opened = 0  # mux streams ever opened, for /metrics
 
     def mounted_apps(self) -> list[Any]:

@@ -27,7 +27,7 @@ Contexts = Callable[..., BrowserContext]
 @pytest.fixture
 def server(redis_server: RedisServer, tmp_path: Path) -> Iterator[LiveServer]:
     settings = ChatSettings(presence_grace=1.0)
-    with LiveServer(lambda: create_app(tmp_path, settings=settings, backend_url=redis_server.url)) as srv:
+    with LiveServer(lambda: create_app(tmp_path, settings=settings, backend=redis_server.url)) as srv:
         yield srv
 
 

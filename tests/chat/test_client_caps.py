@@ -73,7 +73,7 @@ def chat_servers(
     try:
         for i in range(n):
             d = tmp_path / f"i{i}"
-            factory = lambda d=d: create_app(d, settings=settings, backend_url=redis_url)  # noqa: E731
+            factory = lambda d=d: create_app(d, settings=settings, backend=redis_url)  # noqa: E731
             servers.append(LiveServer(factory, config=PROXIED).start())
         yield [s.url for s in servers]
     finally:

@@ -97,7 +97,7 @@ def test_redis_losing_the_chat_resets_every_reader_and_comes_back_consistent(
 
         # An instance started after the loss serves the same rooms, history and cookies.
         with contextlib.ExitStack() as stack:
-            three = LiveServer(lambda: create_app(tmp_path / "three", backend_url=redis_server.url)).start()
+            three = LiveServer(lambda: create_app(tmp_path / "three", backend=redis_server.url)).start()
             stack.callback(three.stop)
             h3 = stack.enter_context(httpx.Client(base_url=three.url, timeout=10))
             for p in (alice, bob):

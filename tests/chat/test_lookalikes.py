@@ -34,7 +34,7 @@ def servers(kind: str, tmp_path: Path) -> Iterator[list[httpx.Client]]:
         for i in range(2 if kind == "redis" else 1):
             d = tmp_path / f"i{i}"
             srv = stack.enter_context(
-                LiveServer(functools.partial(create_app, d, settings=ChatSettings(), backend_url=url))
+                LiveServer(functools.partial(create_app, d, settings=ChatSettings(), backend=url))
             )
             out.append(stack.enter_context(httpx.Client(base_url=srv.url, timeout=10)))
         yield out

@@ -39,7 +39,7 @@ def instances(kind: str, tmp_path: Path) -> Iterator[list[LiveServer]]:
         for i in range(2 if kind == "redis" else 1):
             d = tmp_path / f"i{i}"
             out.append(
-                stack.enter_context(LiveServer(functools.partial(create_app, d, settings=settings, backend_url=url)))
+                stack.enter_context(LiveServer(functools.partial(create_app, d, settings=settings, backend=url)))
             )
         yield out
 

@@ -46,7 +46,7 @@ def instances(url: str, tmp_path: Path, settings: ChatSettings, n: int = 2) -> I
     try:
         for i in range(n):
             d = tmp_path / f"instance{i}"
-            servers.append(LiveServer(functools.partial(create_app, d, settings=settings, backend_url=url)).start())
+            servers.append(LiveServer(functools.partial(create_app, d, settings=settings, backend=url)).start())
         yield servers
     finally:
         for srv in servers:

@@ -103,7 +103,7 @@ def test_a_sign_out_on_one_instance_holds_on_every_other(redis_server: RedisServ
     settings = ChatSettings()
 
     def app(d: Path) -> Any:
-        return create_app(d, settings=settings, backend_url=redis_server.url)
+        return create_app(d, settings=settings, backend=redis_server.url)
 
     with LiveServer(lambda: app(tmp_path / "a")) as a, LiveServer(lambda: app(tmp_path / "b")) as b:
         _, cookie = join(a.url, "alice")

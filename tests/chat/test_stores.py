@@ -36,7 +36,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 
 def client_for(store: str | None, tmp_path: Path, **settings: Any) -> TestClient[Any]:
-    return TestClient(create_app(tmp_path, settings=ChatSettings(**settings), backend_url=store))
+    return TestClient(create_app(tmp_path, settings=ChatSettings(**settings), backend=store))
 
 
 @pytest.fixture

@@ -32,7 +32,9 @@ def two(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
         one = stack.enter_context(instance(redis, tmp_path / "one", "h1", confirm_timeout=CONFIRM_S))
         two = stack.enter_context(instance(redis, tmp_path / "two", "h1", confirm_timeout=CONFIRM_S))
         wait_until(
-            lambda: len(one.app.state.router.peers()) == 2 and len(two.app.state.router.peers()) == 2,
+            lambda: (
+                len(one.app.state.dashboard.router.peers()) == 2 and len(two.app.state.dashboard.router.peers()) == 2
+            ),
             what="both instances, on both",
         )
         assert live(one) == live(two) == {"h1"}
@@ -55,7 +57,7 @@ def test_a_page_that_reconnects_to_another_instance_confirms_there(
         first.join(10)
         hello = first.of("session")[0]
         cid, token = hello["client_id"], hello["token"]
-        wait_until(lambda: one.app.state.correlator.sessions()[0]["connected"] is False, what="the drop")
+        wait_until(lambda: one.app.state.dashboard.correlator.sessions()[0]["connected"] is False, what="the drop")
         page = Page(other.url, "yes", query=f"client_id={cid}&token={token}", headers=cookie)
         assert page.wait_ready() == cid
 
@@ -71,8 +73,8 @@ def test_a_page_that_reconnects_to_another_instance_confirms_there(
         assert child.wait(5) == -15
         assert [q["params"]["target"]["pid"] for q in page.requests] == [child.pid]
         assert page.token == token, "the same session, moved: not a new token"
-        assert not one.app.state.correlator.has_session(cid), "instance 1 no longer keeps a stale copy"
-        assert other.app.state.correlator.has_session(cid)
+        assert not one.app.state.dashboard.correlator.has_session(cid), "instance 1 no longer keeps a stale copy"
+        assert other.app.state.dashboard.correlator.has_session(cid)
         page.watcher.join(5)
         row = httpx.get(one.url + "/dashboard/audit", timeout=10).json()[0]
         assert (row["action"], row["result"]) == ("terminate", "succeeded")

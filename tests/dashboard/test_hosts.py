@@ -17,8 +17,6 @@ import httpx
 import pytest
 
 from dashboard import create_app
-from shared.backends import from_url
-from shared.hub import Hub
 from tests.dashboard.conftest import BEARER, TOKEN, Page, Watcher, logged_in, start_time
 from tests.rig import LiveServer, RedisServer, read_events, wait_until
 
@@ -33,8 +31,7 @@ def instance(redis: RedisServer, data_dir: Path, host: str, **kwargs: Any) -> Li
     kwargs.setdefault("confirm_timeout", 5)
 
     def factory() -> Any:
-        hub = Hub(from_url(redis.url))
-        return create_app(data_dir, control_token=TOKEN, hub=hub, host_name=host, beat=BEAT, **kwargs)
+        return create_app(data_dir, control_token=TOKEN, backend=redis.url, host_name=host, beat=BEAT, **kwargs)
 
     return LiveServer(factory)
 
@@ -77,23 +74,23 @@ def post(srv: LiveServer, host: str, body: dict[str, Any], **kw: Any) -> httpx.R
 def test_one_instance_shows_the_other_hosts_frames(pair: Callable[..., tuple[LiveServer, LiveServer]]) -> None:
     one, two = pair()
     listed = hosts(one)
-    assert listed["h2"]["owner"] == two.app.state.router.instance
-    assert listed["h1"]["owner"] == one.app.state.router.instance
+    assert listed["h2"]["owner"] == two.app.state.dashboard.router.instance
+    assert listed["h1"]["owner"] == one.app.state.dashboard.router.instance
     events = read_events(one.url + "/dashboard/events?host=h2", n=7, timeout=20)
     assert [e.event for e in events[:3]] == ["hosts", "snapshot", "history"]
     assert {h["name"] for h in json.loads(events[0].data)["hosts"]} == {"h1", "h2"}
     frames = [json.loads(e.data) for e in events if e.event == "metrics"]
     assert len(frames) >= 3
     # Sampled by instance 2: its own sampler kept exactly these frames (instance 1 samples h1 only).
-    mine = {p["t"] for p in two.app.state.sampler.history}
-    theirs = {p["t"] for p in one.app.state.sampler.history}
+    mine = {p["t"] for p in two.app.state.dashboard.sampler.history}
+    theirs = {p["t"] for p in one.app.state.dashboard.sampler.history}
     assert all(f["t"] in mine for f in frames)
     assert not all(f["t"] in theirs for f in frames)
     hist = json.loads(events[2].data)
     assert {p["t"] for p in hist["points"]} <= mine, "the history is h2's, fetched from its owner"
     # The same state as JSON, through instance 1.
     snap = httpx.get(one.url + "/dashboard/snapshot?host=h2", timeout=10).json()
-    assert snap["metrics"]["t"] in {p["t"] for p in two.app.state.sampler.history}
+    assert snap["metrics"]["t"] in {p["t"] for p in two.app.state.dashboard.sampler.history}
 
 
 def test_an_action_for_another_host_runs_on_its_owner(
@@ -115,7 +112,7 @@ def test_an_action_for_another_host_runs_on_its_owner(
     # The owner (instance 2) wrote the audit record, saying where the command came from.
     row = httpx.get(two.url + "/dashboard/audit", timeout=10).json()[0]
     assert (row["command_id"], row["action"], row["result"]) == (cid, "terminate", "succeeded")
-    assert row["who"] == f"Bearer token from 127.0.0.1, via instance {one.app.state.router.instance}"
+    assert row["who"] == f"Bearer token from 127.0.0.1, via instance {one.app.state.dashboard.router.instance}"
     assert httpx.get(one.url + "/dashboard/audit?host=h2", timeout=10).json()[0] == row, "h2's log, via instance 1"
     assert all(r["command_id"] != cid for r in httpx.get(one.url + "/dashboard/audit", timeout=10).json())
 
@@ -169,8 +166,8 @@ def test_an_action_for_another_host_runs_on_its_owner(
         other.wait(5)
     # Settings go to the owner too: h2's sampler, not h1's.
     assert post(one, "h2", {"action": "set_interval", "seconds": 0.5}).status_code == 200
-    assert two.app.state.sampler.interval == 0.5
-    assert one.app.state.sampler.interval == 0.25
+    assert two.app.state.dashboard.sampler.interval == 0.5
+    assert one.app.state.dashboard.sampler.interval == 0.25
 
 
 PID1 = "PID 1 (init): signalling it would bring the machine or container down"
@@ -214,7 +211,7 @@ def test_instances_of_one_host_elect_one_sampler_and_hand_over(
     """``--workers 2`` on one machine: two instances, one host name, one psutil sampler."""
     one, two = pair("same", "same")
     assert hosts(one)["same"]["instances"] == 2
-    first, second = one.app.state.sampler, two.app.state.sampler
+    first, second = one.app.state.dashboard.sampler, two.app.state.dashboard.sampler
     assert first.running, "the instance that started first samples"
     assert not second.running
     watcher = Watcher(two.url + "/dashboard/events")
@@ -227,10 +224,10 @@ def test_instances_of_one_host_elect_one_sampler_and_hand_over(
     finally:
         watcher.stop()
     told = watcher.of("settings")[0]
-    assert told["detail"] == f"host 'same' is now sampled by instance {two.app.state.router.instance}"
+    assert told["detail"] == f"host 'same' is now sampled by instance {two.app.state.dashboard.router.instance}"
     assert told["version"] > 1000, "above any version the previous owner reached: the page does not ignore it"
     assert hosts(two) == {
-        "same": {"name": "same", "live": True, "owner": two.app.state.router.instance, "instances": 1}
+        "same": {"name": "same", "live": True, "owner": two.app.state.dashboard.router.instance, "instances": 1}
     }
     events = read_events(two.url + "/dashboard/events", n=5, timeout=20)
     assert events[-1].event == "metrics"

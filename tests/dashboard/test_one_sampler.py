@@ -61,4 +61,4 @@ async def test_one_sampler_whatever_the_number_of_viewers(tmp_path: Path, monkey
                 frames.setdefault(seq, set()).add(t)
         assert all(len(ts) == 1 for ts in frames.values())
         assert max(frames) <= len(calls)
-        assert srv.app.state.sampler.probe.passes == len(calls)
+        assert srv.app.state.dashboard.sampler.probe.passes == len(calls)

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from shared.decoder import Decoder
-from shared.server import BACKEND_ENV
+from shared.serve_cli import BACKEND_ENV
 from tests.rig import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from remote_exec import Policy
+from remote_exec.settings import ExecSettings
 from showcase.app import Settings, create_app
 from tests.rig import LiveServer
 
@@ -44,7 +45,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[LiveServer]:
-    settings = Settings(data_dir=root / ".data", exec_token=TOKEN, exec_policy=Policy.default(base=root))
+    settings = Settings(data_dir=root / ".data", exec=ExecSettings(token=TOKEN, policy=Policy.default(base=root)))
     with LiveServer(lambda: create_app(settings)) as srv:
         yield srv
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect
 
+from dashboard.settings import DashboardSettings
+from remote_exec.settings import ExecSettings
 from showcase.app import Settings, create_app
 from tests.conftest import ARTIFACTS
 from tests.rig import LiveServer
@@ -28,7 +30,9 @@ _names = count(1)  # chat names are unique among the people online
 
 @contextmanager
 def showcase(data_dir: Path) -> Iterator[LiveServer]:
-    settings = Settings(data_dir=data_dir, exec_token=EXEC_TOKEN, dashboard_token=DASH_TOKEN)
+    settings = Settings(
+        data_dir=data_dir, exec=ExecSettings(token=EXEC_TOKEN), dashboard=DashboardSettings(control_token=DASH_TOKEN)
+    )
     with LiveServer(lambda: create_app(settings)) as srv:
         yield srv
 
