@@ -17,10 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 GUARANTEES = ROOT / "docs" / "guarantees.md"
 
-# Written on another branch at the same time as these documents (issue 17: the app contract and
-# the examples); tolerated only while missing, checked like any other link once they exist.
-PENDING = {"docs/app-contract.md", "examples"}
-
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
@@ -80,8 +76,6 @@ def test_every_relative_link_points_to_a_file_that_exists(doc: Path) -> None:
     for target in relative_links(doc):
         path = (doc.parent / target).resolve()
         if path.exists():
-            continue
-        if str(path.relative_to(ROOT)).rstrip("/") in PENDING:
             continue
         broken.append(target)
     assert not broken, f"{doc.relative_to(ROOT)} links to missing files: {broken}"
