@@ -7,11 +7,17 @@ guarantees table whose every test exists.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
+import types
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.rig import LiveServer, read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -122,3 +128,25 @@ def test_the_readme_is_short_and_keeps_the_test_command_ci_runs() -> None:
     # .ci/run runs exactly the README's test command.
     assert any(line.startswith("./run test ") for line in lines)
     assert "exec ./run test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_the_minimal_app_in_the_library_reference_runs() -> None:
+    """The first Python block of shared/README.md ("A minimal app") is code people paste: it must
+    build, publish and stream as written (it used a state key the app contract replaced)."""
+    text = (ROOT / "shared" / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+    assert block, "shared/README.md has no Python example"
+    # A module of its own: Litestar reads the handlers' annotations from their module.
+    module = types.ModuleType("readme_minimal_app")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(block.group(1), "shared/README.md", "exec"), module.__dict__)  # our own document
+        app = module.app
+    finally:
+        del sys.modules[module.__name__]
+    with LiveServer(factory=lambda: app) as server:
+        first, second = (httpx.post(f"{server.url}/news", json={"n": n}, timeout=5) for n in (1, 2))
+        assert first.status_code == second.status_code == 201, first.text
+        # A client resuming after the first event gets the second, as the section promises.
+        got = read_events(f"{server.url}/news/events", n=1, headers={"Last-Event-ID": first.json()["id"]})
+        assert [(e.event, json.loads(e.data), e.id) for e in got] == [("news", {"n": 2}, second.json()["id"])]
