@@ -1,9 +1,10 @@
 """Direct writes: a topic's shared bytes framed once and written into each subscriber's socket.
 
 The ASGI path costs, per subscriber and per event, a future, a task step through the response's
-coroutine and every middleware frame it sits in, a message dict and uvicorn's ``send``: measured
-with py-spy at 100 events/s to 1,000 subscribers (issue 20), about 3 µs of Python around each
-2 µs ``write()`` system call, and a fan-out round of one event took ~5 ms of the loop. Here, a
+coroutine and every middleware frame it sits in, a message dict and uvicorn's ``send``; and the
+adaptive rounds that kept it affordable held each event back for up to a round's CPU time
+(py-spy at 100 events/s to 1,000 subscribers, issue 20: 41% of the samples in ``write()``, most
+of the rest that machinery; p50 15-24 ms where Go's net/http had 5-10). Here, a
 stream that is idle and live (it wrote everything it took, no history to page, no pushed notice)
 parks with its topic instead of waiting on a future; when the log grows the topic walks its
 parked streams in one loop, takes each one's bytes (streams at the same cursor share one joined
@@ -15,9 +16,9 @@ before: the transport is behind (uvicorn's flow control paused it: the ASGI ``se
 the drain, and the write watchdog times that wait, so a reader that stopped reading is ended as
 before), the connection is gone, the subscription ended (final event, slow, ``close()``),
 something was pushed to it, or the topic closed (shutdown: the coroutine writes the ``shutdown``
-event). Only uvicorn's httptools protocol, sending chunked, with nobody wrapping its ``send``
-(a middleware that transforms the body sees every byte): a mux topic, h11, other servers, HEAD
-use the ASGI path throughout.
+event). Only uvicorn's httptools protocol, sending chunked, its ``send`` wrapped by nothing but
+Litestar's exception middleware (another wrapper may transform the body: compression...); a mux
+topic, h11, other servers and HEAD use the ASGI path throughout.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def direct_for(send: Any, scope: Any) -> Direct | None:
 def flush(topic: _Topic, parked: list[Direct], start: int) -> None:
     """Write what is new to ``parked[start:]`` (a slice of them now, the rest in later turns)."""
     stop = min(len(parked), start + DIRECT_SLICE)
-    closed = topic.direct
+    in_topic = topic.direct
     last: bytes | None = None
     framed = b""
     for i in range(start, stop):
@@ -128,7 +129,7 @@ def flush(topic: _Topic, parked: list[Direct], start: int) -> None:
         sub = d.sub
         cycle = d.cycle
         if topic.closed or cycle.disconnected or d.flow.write_paused:
-            _hand_back(closed, d, waiter)
+            _hand_back(in_topic, d, waiter)
             continue
         chunk = sub.take()  # type: ignore[union-attr]
         if chunk:
@@ -137,9 +138,9 @@ def flush(topic: _Topic, parked: list[Direct], start: int) -> None:
                 last, framed = chunk, b"%x\r\n%b\r\n" % (len(chunk), chunk)
             d.transport.write(framed)
             if sub._closed:  # type: ignore[union-attr]  # its final event: the coroutine ends the response
-                _hand_back(closed, d, waiter)
+                _hand_back(in_topic, d, waiter)
         elif chunk is None:
-            _hand_back(closed, d, waiter)  # ended (slow, closed): take() says so again to the coroutine
+            _hand_back(in_topic, d, waiter)  # ended (slow, closed): take() says so again to the coroutine
     if stop < len(parked):
         topic.loop.call_soon(flush, topic, parked, stop)
     else:
