@@ -284,7 +284,12 @@ class _Topic:
         and fell behind: 7.1 s to publish 5 s of events, p50 0.2-0.9 s and growing).
         """
         self.direct_state = 0
-        self.direct_quiet = time.monotonic() + DIRECT_HOLD * (time.thread_time() - self.direct_began)
+        # Events came during the pass: the topic is busy, and the next pass waits as long as
+        # this one took (at most half the loop's time in passes, as the rounds of woken
+        # subscribers do); a burst through the Redis reader, a few events per read, otherwise
+        # cost a pass each (540,848 against 1,220,315 deliveries/s before direct writes).
+        hold = 1.0 if self.direct_again else DIRECT_HOLD
+        self.direct_quiet = time.monotonic() + hold * (time.thread_time() - self.direct_began)
         if self.direct_again:
             self.direct_again = False
             if self.direct:
