@@ -65,6 +65,11 @@ class _HeadWithBody:
         self._held = None
         self._transport.abort()
 
+    def direct_transport(self) -> asyncio.Transport | None:
+        """The wrapped transport, for direct writes of a response's body (``shared.fastpath``),
+        once no head is held back."""
+        return self._transport if self._held is None else None
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 

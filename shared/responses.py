@@ -23,6 +23,7 @@ from litestar.response.base import ASGIResponse
 
 from .backends.base import BackendUnavailable
 from .encoding import encode
+from .fastpath import direct_for
 from .hub import Hub, Subscription
 from .limits import ABORT_CONNECTION, TooManyStreams
 
@@ -307,6 +308,8 @@ class _HubBody:
                 await out.write(first)
                 send = out._send
                 assert send is not None
+                # uvicorn's own send, chunked: idle, the stream parks for direct writes (issue 20).
+                direct = direct_for(send, out._scope)
                 while True:
                     chunk = sub.take()
                     if chunk:
@@ -316,6 +319,8 @@ class _HubBody:
                         out.writing_since = None
                     elif chunk is None:
                         break
+                    elif direct is not None and direct.usable():
+                        await sub.park(direct)
                     else:
                         await sub.wait()
                 if sub.ended_reason == "shutdown":
