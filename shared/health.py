@@ -42,7 +42,14 @@ class Health:
         self.draining_since: float | None = None
 
     def hubs(self) -> list[Any]:
-        return [h for h in self._hubs() if hasattr(h, "backend") and hasattr(h, "accepting")]
+        found: dict[int, Any] = {}
+        for item in self._hubs():
+            # An app may list an object that owns its hub and closes it in order (bidi's
+            # lifespan: the router, then the hub): its hub drains and is checked all the same.
+            for hub in (item, getattr(item, "hub", None)):
+                if hasattr(hub, "backend") and hasattr(hub, "accepting"):
+                    found.setdefault(id(hub), hub)
+        return list(found.values())
 
     def drain(self) -> None:
         """Not ready from now on; new streams are refused (open ones carry on)."""

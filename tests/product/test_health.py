@@ -50,9 +50,11 @@ async def test_sigterm_turns_not_ready_first_then_ends_the_streams(tmp_path: Pat
             ready = await http.get("/readyz")
             assert ready.json()["ready"] is False
             assert ready.json()["checks"]["server"].startswith("stopping")
-            refused = await http.get("/basics/events")
-            assert refused.status_code == 503
-            assert refused.headers["retry-after"] == "1"
+            # Every app's new stream, the bidi demo's too (its hub sits behind its lifespan object).
+            for path in ("/basics/events", "/dashboard/events", "/bidi/events?client_id=late"):
+                refused = await http.get(path)
+                assert refused.status_code == 503, (path, refused.status_code)
+                assert refused.headers["retry-after"] == "1"
             # ...while the open streams and every other request are still served.
             assert (await http.get("/basics/interval")).status_code == 200
         assert time.monotonic() - sent < DRAIN_S - 0.3
