@@ -33,6 +33,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, Stream
 
+from shared.apps import App
 from shared.backends import from_url
 from shared.correlation import Correlator
 from shared.hub import Hub, HubSettings
@@ -85,15 +86,17 @@ async def hub_publish(data: JSONBody[PublishBody], state: State) -> dict[str, in
     return {"published": data.n, "seq": counter.seq}
 
 
-def create_hub_app(window: int = 8192, backend: str | None = None) -> Litestar:
+def create_hub_app(window: int = 8192, backend: str | None = None) -> App:
     hub = Hub(from_url(backend), settings=HubSettings(window=window))
-    state = State({"hub": hub, "counter": Counter(), "sse_hubs": [hub]})
+    state = State({"hub": hub, "counter": Counter()})
     state.subscribers = lambda: hub.stats()["subscribers"]
-    return Litestar(
-        [hub_events, hub_publish, stats],
+    return App(
+        prefix="",
+        settings=None,
+        closables=[hub],  # a stop ends the streams with `shutdown` first (docs/app-contract.md)
+        route_handlers=[hub_events, hub_publish, stats],
         state=state,
         on_startup=[hub.start],
-        on_shutdown=[hub.close],
         openapi_config=None,
     )
 

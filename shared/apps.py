@@ -75,12 +75,8 @@ def app_defaults(
 
 
 def closables_of(node: Any) -> list[Closable] | None:
-    """``node.closables`` (an :class:`App`, or a wrapper with streams of its own such as the mux),
-    else ``node.state.sse_hubs``, the older spelling (``bench/server.py`` still uses it)."""
+    """``node.closables``: an :class:`App`, or a wrapper with streams of its own such as the mux."""
     closables = getattr(node, "closables", None)
-    if closables is None:
-        state = getattr(node, "state", None)
-        closables = getattr(state, "sse_hubs", None) if state is not None else None
     return list(closables) if closables else None
 
 

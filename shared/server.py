@@ -33,7 +33,7 @@ from .metrics import METRICS, Metrics
 from .metrics_listener import MetricsListener
 from .security import redact_access_log
 
-__all__ = ["SEND_BUFFER", "Server", "app_hubs", "make_config", "serve", "tune_gc", "with_mux"]
+__all__ = ["SEND_BUFFER", "Server", "make_config", "serve", "tune_gc", "with_mux"]
 
 # Kernel send buffer per connection. Linux otherwise grows it up to 4 MiB for a client that
 # stopped reading: a thousand such clients pin gigabytes of kernel memory, and a stuck write
@@ -42,11 +42,6 @@ __all__ = ["SEND_BUFFER", "Server", "app_hubs", "make_config", "serve", "tune_gc
 SEND_BUFFER = 256 * 1024
 
 log = logging.getLogger(__name__)
-
-
-def app_hubs(app: Any) -> list[list[Closable]]:
-    """The older name of :func:`shared.apps.shutdown_groups`."""
-    return shutdown_groups(app)
 
 
 async def _close_in_order(items: list[Closable]) -> None:

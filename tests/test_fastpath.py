@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from litestar import Litestar, Request, get
+from litestar import Request, get
 from litestar.datastructures import State
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from bench.wire import ChunkedEvents
 from shared import Hub, HubSettings, MemoryBackend
+from shared.apps import App
 from shared.backends.redis import RedisBackend
 from shared.decoder import Event
 from shared.hub import Subscription
@@ -30,7 +31,7 @@ from tests.rig import LiveServer, RedisServer
 TOPIC = "fast"
 
 
-def make_app(hub: Hub, opened: list[Subscription], middleware: list[Any] | None = None) -> Litestar:
+def make_app(hub: Hub, opened: list[Subscription], middleware: list[Any] | None = None) -> App:
     @get("/events", media_type="text/event-stream")
     async def events(request: Request[Any, Any, Any]) -> SSEStream:
         return sse_response(
@@ -45,11 +46,13 @@ def make_app(hub: Hub, opened: list[Subscription], middleware: list[Any] | None 
     async def run(request: Request[Any, Any, Any]) -> SSEStream:
         return sse_response(hub, "run", last_id=last_event_id(request), until="exit")
 
-    return Litestar(
-        [events, run],
-        state=State({"hub": hub, "sse_hubs": [hub]}),
+    return App(
+        prefix="",
+        settings=None,
+        closables=[hub],
+        route_handlers=[events, run],
+        state=State({"hub": hub}),
         on_startup=[hub.start],
-        on_shutdown=[hub.close],
         middleware=middleware or [],
         openapi_config=None,
     )

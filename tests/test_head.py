@@ -12,7 +12,7 @@ import pytest
 from dashboard.settings import DashboardSettings
 from remote_exec.settings import ExecSettings
 from shared import Hub
-from shared.apps import shutdown_groups as app_hubs
+from shared.apps import shutdown_groups
 from showcase.app import Settings, create_app
 from tests.rig import LiveServer, wait_until
 
@@ -64,7 +64,7 @@ def test_head_keeps_the_connection_usable_and_releases_the_stream(combined: Live
         while chunk := sock.recv(65536):
             got += chunk
     assert got.count(b"HTTP/1.1 200") == 2, got
-    hubs = [hub for group in app_hubs(combined.app) for hub in group if isinstance(hub, Hub)]
+    hubs = [hub for group in shutdown_groups(combined.app) for hub in group if isinstance(hub, Hub)]
     assert hubs
     wait_until(lambda: all(h.stats()["subscribers"] == 0 for h in hubs), what="no subscriber left")
 

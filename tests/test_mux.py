@@ -15,7 +15,7 @@ import pytest
 import showcase.app as showcase
 from dashboard.settings import DashboardSettings
 from remote_exec.settings import ExecSettings
-from shared.apps import shutdown_groups as app_hubs
+from shared.apps import shutdown_groups
 from shared.decoder import Decoder
 from tests.mux_rig import MuxClient
 from tests.rig import LiveServer
@@ -46,7 +46,7 @@ async def no_subscriber_left(server: LiveServer) -> Any:
 def subscribers(srv: LiveServer) -> int:
     """Open hub subscriptions over every app of the server (what a leak would leave behind)."""
     assert srv.server is not None
-    hubs = [h for group in app_hubs(srv.server.served_app()) for h in group if hasattr(h, "stats")]
+    hubs = [h for group in shutdown_groups(srv.server.served_app()) for h in group if hasattr(h, "stats")]
     return sum(h.stats().get("subscribers", 0) for h in hubs if "subscribers" in h.stats())
 
 
