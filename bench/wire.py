@@ -1,7 +1,7 @@
 """The bench's raw clients read a stream as a browser would: HTTP/1.1 chunked framing undone,
 then the event stream through ``shared.decoder``. (``bench/load.py`` counts its own compact
 events with regexes instead: it must keep up with a million deliveries a second on the same two
-cores as the server; ``tests/test_bench_wire.py`` checks its counts against this decoder.)"""
+cores as the server; ``tests/system/test_bench_wire.py`` checks its counts against this decoder.)"""
 
 from __future__ import annotations
 

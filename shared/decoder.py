@@ -1,7 +1,7 @@
 """The SSE wire format, decode side: the WHATWG parsing algorithm, no I/O.
 
 WHATWG HTML 9.2.6 ("Interpreting an event stream"), with Chromium's EventSource as the oracle
-where the text leaves room (``tests/test_conformance.py`` serves every case to Chromium and to
+where the text leaves room (``tests/shared/test_conformance.py`` serves every case to Chromium and to
 this decoder in the same run and asserts both dispatch the same events). Feed it bytes in chunks
 of any size; it hands back the events each chunk completes::
 

@@ -9,9 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 from chat import ChatSettings, create_app
+from tests.chat.browser_helpers import Contexts, User
 from tests.rig import LiveServer
-
-from .test_browser import Contexts, User
 
 pytestmark = pytest.mark.browser
 

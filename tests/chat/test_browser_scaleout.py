@@ -14,10 +14,10 @@ from playwright.sync_api import BrowserContext, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from chat import ChatSettings, create_app
+from tests.chat import browser_scenarios as scenarios
+from tests.chat.browser_helpers import User
+from tests.chat.scaleout_helpers import instances
 from tests.rig import LiveServer, RedisServer
-
-from . import test_browser as scenarios
-from .test_scaleout import instances
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
@@ -34,9 +34,9 @@ def server(redis_server: RedisServer, tmp_path: Path) -> Iterator[LiveServer]:
 @pytest.mark.parametrize(
     "scenario",
     [
-        scenarios.test_two_people_chat_both_ways,
-        scenarios.test_offline_client_catches_up_on_everything_exactly_once,
-        scenarios.test_server_restart_mid_conversation,
+        scenarios.two_people_chat_both_ways,
+        scenarios.offline_client_catches_up_on_everything_exactly_once,
+        scenarios.server_restart_mid_conversation,
     ],
     ids=["both-ways", "offline-catch-up", "server-restart"],
 )
@@ -47,7 +47,7 @@ def test_the_page_works_unchanged_on_redis(
 
 
 def test_files_on_redis(new_context: Contexts, server: LiveServer, tmp_path: Path) -> None:
-    scenarios.test_join_rules_and_file_sharing(new_context, server, tmp_path)
+    scenarios.join_rules_and_file_sharing(new_context, server, tmp_path)
 
 
 def test_two_instances_and_a_redis_outage(new_context: Contexts, tmp_path: Path) -> None:
@@ -56,8 +56,8 @@ def test_two_instances_and_a_redis_outage(new_context: Contexts, tmp_path: Path)
         redis_server.running(),
         instances(redis_server.url, tmp_path, ChatSettings(presence_grace=1.0)) as (one, two),
     ):
-        alice = scenarios.User(new_context, one, "alice")
-        bob = scenarios.User(new_context, two, "bob")
+        alice = User(new_context, one, "alice")
+        bob = User(new_context, two, "bob")
         expect(alice.page.locator("#online li")).to_have_count(2)
         expect(bob.page.locator("#online li")).to_have_count(2)
         bob.page.fill("#text", "typing on instance 2")
@@ -96,8 +96,8 @@ def test_the_page_reloads_when_redis_loses_the_chat(
     (reset, reason epoch), show the general room again (never room "undefined"), with the old
     messages gone, and go on talking with the same cookies."""
     with instances(redis_server.url, tmp_path, ChatSettings(presence_grace=1.0)) as (one, two):
-        alice = scenarios.User(new_context, one, "alice")
-        bob = scenarios.User(new_context, two, "bob")
+        alice = User(new_context, one, "alice")
+        bob = User(new_context, two, "bob")
         asked: list[str] = []
         for user in (alice, bob):
             user.page.on("request", lambda req: asked.append(req.url))

@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from chat import ChatSettings, create_app
+from tests.chat.scaleout_helpers import EVENTS, MESSAGES, STORED, instances, on
+from tests.chat.stream_helpers import Watch, data
 from tests.rig import LiveServer, RedisServer
 
 from .conftest import Person
-from .test_scaleout import EVENTS, MESSAGES, STORED, instances, on
-from .test_streams import Watch, data
 
 
 def wipe(how: str, server: RedisServer) -> None:

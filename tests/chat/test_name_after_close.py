@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from chat import ChatSettings, create_app
+from tests.chat.stream_helpers import Watch
 from tests.rig import LiveServer, RedisServer
 
 from .conftest import Person
-from .test_streams import Watch
 
 GRACE = 1.0
 PRESENCE_TTL = 3.0  # Redis: heartbeats every 1 s, so the name lingers 2 s there

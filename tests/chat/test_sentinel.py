@@ -15,10 +15,10 @@ import pytest
 import redis
 
 from chat import ChatSettings
+from tests.chat.scaleout_helpers import MESSAGES, Follower, instances, messages_of
 from tests.sentinel_rig import SentinelSet
 
 from .conftest import Person
-from .test_scaleout import MESSAGES, Follower, instances, messages_of
 
 
 class Readiness(threading.Thread):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.dashboard.browser_helpers import frames, log_in, pick
 from tests.dashboard.conftest import TOKEN, dashboard_server
 from tests.rig import LiveServer, wait_until
 
@@ -20,24 +21,6 @@ pytestmark = pytest.mark.browser
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with dashboard_server(tmp_path_factory.mktemp("dash-browser"), interval=0.5, confirm_timeout=20, rules=None) as srv:
         yield srv
-
-
-def frames(page: Page) -> int:
-    return int(page.locator("#frames").text_content() or 0)
-
-
-def log_in(page: Page, url: str) -> None:
-    page.goto(url + "/dashboard/")
-    expect(page.locator("#control-state")).to_have_text("view only")
-    expect(page.locator("#selection button[data-action=terminate]")).to_be_disabled()
-    page.click("#login-open")
-    page.fill("#login-token", "not-the-token")
-    page.click("#login-submit")
-    expect(page.locator("#login-error")).to_have_text("wrong control token")
-    page.fill("#login-token", TOKEN)
-    page.click("#login-submit")
-    expect(page.locator("#control-state")).to_have_text("control enabled")
-    expect(page.locator("body")).to_have_attribute("data-session", "ready")
 
 
 def test_numbers_and_charts_move(page: Page, server: LiveServer) -> None:
@@ -77,16 +60,6 @@ def test_changing_the_interval_changes_the_cadence(page: Page, tmp_path: Path) -
         fast = frames(page) - n1
         assert slow <= 3
         assert fast >= max(2 * slow, 6), f"{slow} frames in 3 s at 1.5 s, {fast} at 0.25 s"
-
-
-def pick(page: Page, pid: int) -> None:
-    page.fill("#proc-filter", "sleep")
-    row = page.locator(f"#proc-rows tr[data-pid='{pid}']")
-    expect(row).to_have_count(1)
-    page.click("#freeze")  # the table stops moving while we pick
-    expect(page.locator("#freeze")).to_have_attribute("aria-pressed", "true")
-    row.click()
-    expect(page.locator("#sel-text")).to_contain_text(f"PID {pid} · sleep")
 
 
 def test_terminate_from_the_page_after_confirming(page: Page, server: LiveServer) -> None:

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.dashboard.test_browser import frames, log_in, pick
-from tests.dashboard.test_hosts import instance, live
+from tests.dashboard.browser_helpers import frames, log_in, pick
+from tests.dashboard.host_helpers import instance, live
 from tests.rig import RedisServer, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.dashboard.conftest import BEARER, Page, Watcher, logged_in, start_time
-from tests.dashboard.test_hosts import instance, live
+from tests.dashboard.host_helpers import instance, live
 from tests.rig import LiveServer, RedisServer, wait_until
 
 pytestmark = pytest.mark.redis

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.dashboard.conftest import BEARER, TOKEN, Page, Watcher, dashboard_server, logged_in, start_time
-from tests.dashboard.test_hosts import instance, live
+from tests.dashboard.host_helpers import instance, live
 from tests.rig import LiveServer, RedisServer, wait_until
 
 COOKIE = "dashboard_control"

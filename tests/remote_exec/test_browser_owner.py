@@ -13,10 +13,10 @@ import pytest
 from playwright.sync_api import Page, Request, expect
 
 from remote_exec import create_app
+from tests.remote_exec.scaleout_helpers import kill_leftovers
 from tests.rig import LiveServer, RedisServer, wait_until
 
 from .helpers import TOKEN, ExecClient, exec_server, make_policy
-from .test_scaleout import kill_leftovers
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 

@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from tests.product.rig import EXEC_TOKEN, Product
+from tests.remote_exec.scaleout_helpers import kill_leftovers
 from tests.rig import RedisServer, wait_until
 
 from .helpers import Watcher, output
-from .test_scaleout import kill_leftovers
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

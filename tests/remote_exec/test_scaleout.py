@@ -27,6 +27,7 @@ from httpx_sse import ServerSentEvent
 
 from remote_exec import Policy, create_app
 from remote_exec.store import RunRow, Store
+from tests.remote_exec.scaleout_helpers import kill_leftovers
 from tests.rig import LiveServer, RedisServer, free_port, wait_until
 
 from .helpers import TOKEN, ExecClient, Watcher, alive, make_policy, output, read_until
@@ -44,19 +45,6 @@ def instance(data_dir: Path, policy: Policy, redis: RedisServer, name: str) -> L
     return LiveServer(
         lambda: create_app(data_dir, token=TOKEN, policy=policy, backend=redis.url, instance=name, beat=0.3)
     )
-
-
-def kill_leftovers(*data_dirs: Path) -> None:
-    """Whatever a failed test left running: each run is its own process group."""
-    for data in data_dirs:
-        db = data / "exec.sqlite3"
-        if not db.exists():
-            continue
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            pids = [pid for (pid,) in conn.execute("SELECT pid FROM runs WHERE pid IS NOT NULL")]
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
 
 
 def run_pids(data: Path) -> list[int]:

@@ -2,7 +2,7 @@
 
 axe.min.js comes from node_modules/axe-core (package.json devDependencies). The pages' CSP
 refuses inline scripts, which is how Playwright injects one, so these contexts bypass the CSP:
-what is checked is the page, not its policy (tests/test_web_security.py checks that)."""
+what is checked is the page, not its policy (tests/system/test_web_security.py checks that)."""
 
 from __future__ import annotations
 

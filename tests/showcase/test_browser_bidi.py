@@ -11,6 +11,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from showcase import bidi
 from showcase.app import create_index_app
 from tests.rig import LiveServer
+from tests.showcase.browser_bidi_helpers import ask, open_page
 
 pytestmark = pytest.mark.browser
 
@@ -19,23 +20,6 @@ pytestmark = pytest.mark.browser
 def server() -> Iterator[LiveServer]:
     with LiveServer(lambda: bidi.create_app()) as srv:
         yield srv
-
-
-def open_page(page: Page, server: LiveServer) -> str:
-    """Open /bidi/ and return the page's client id once its session is open."""
-    page.goto(server.url + "/bidi/")
-    expect(page.locator("#state")).to_have_text("open")
-    expect(page.locator("#me")).not_to_have_text("…")
-    return page.locator("#me").text_content() or ""
-
-
-def ask(asker: Page, client_id: str, message: str, timeout: str = "30") -> None:
-    # The list of clients is refreshed every 2 s (and when the select gets focus).
-    expect(asker.locator(f'#target option[value="{client_id}"]')).to_have_count(1)
-    asker.select_option("#target", client_id)
-    asker.fill("#message", message)
-    asker.fill("#timeout", timeout)
-    asker.click("#send")
 
 
 def test_a_request_from_another_page_is_answered_here_and_the_answer_shows_there(

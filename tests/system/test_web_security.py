@@ -35,7 +35,7 @@ from showcase import basics, bidi
 from showcase.app import Settings, create_app
 from tests.rig import LiveServer, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASH_TOKEN = "websec-dashboard-token-0123456789"
 EXEC_TOKEN = "websec-operator-token-0123456789"
 

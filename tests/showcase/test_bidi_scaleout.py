@@ -8,11 +8,9 @@ other; the client's answer may be POSTed to either and still wakes the waiting t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -21,26 +19,11 @@ from shared import Hub
 from shared.backends import from_url
 from shared.routing import Router
 from showcase import bidi
-from tests.rig import LiveServer, RedisServer, wait_until
-from tests.test_correlation import Peer, trigger
+from tests.rig import RedisServer, wait_until
+from tests.shared.correlation_helpers import Peer, trigger
+from tests.showcase.bidi_helpers import two_instances
 
 pytestmark = pytest.mark.redis
-
-
-def instance(url: str, name: str, *, grace: float = 30.0) -> LiveServer:
-    def build() -> Any:
-        hub = Hub(from_url(url))
-        return bidi.create_app(hub, grace=grace, router=Router(hub, "bidi", instance=name, beat=0.2))
-
-    return LiveServer(build)
-
-
-@contextlib.contextmanager
-def two_instances(redis: RedisServer, *, grace: float = 30.0) -> Iterator[tuple[LiveServer, LiveServer]]:
-    with instance(redis.url, "a", grace=grace) as a, instance(redis.url, "b", grace=grace) as b:
-        routers: list[Router] = [a.app.state.router, b.app.state.router]
-        wait_until(lambda: all(set(r.peers()) == {"a", "b"} for r in routers), what="the instances to see each other")
-        yield a, b
 
 
 @pytest.fixture

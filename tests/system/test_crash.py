@@ -37,7 +37,7 @@ from httpx_sse import SSEError, connect_sse
 from shared.serve_cli import BACKEND_ENV
 from tests.rig import free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class AppProcess:

@@ -16,7 +16,7 @@ import pytest
 from shared.serve_cli import check_workers
 from tests.rig import RedisServer, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_several_workers_on_the_memory_backend_are_refused_with_a_reason() -> None:

@@ -18,7 +18,7 @@ def test_bench_quick_loses_nothing(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=170,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())["rows"]

@@ -13,12 +13,12 @@ Caps that already have a test elsewhere are not tested twice; this is where each
 - exec output per run (policy ``runs.max_output_bytes``; no error: a ``truncated`` event, the
   rest read and dropped): ``tests/remote_exec/test_runs.py::test_output_is_capped_with_a_marker``
 - streams per client address (``HubSettings.max_streams_per_client``, 429 + Retry-After): basics
-  and bidi in ``tests/test_limits.py``; chat, dashboard and exec (run streams too) here
+  and bidi in ``tests/shared/test_limits.py``; chat, dashboard and exec (run streams too) here
 - pending requests per client (``Correlator.max_pending_per_client``, 429 from ``/bidi/trigger``): here
 - sessions (``Correlator.max_sessions``, 429 + Retry-After):
-  ``tests/test_correlation.py::test_sessions_are_capped``; through the dashboard's HTTP API here
+  ``tests/shared/test_correlation.py::test_sessions_are_capped``; through the dashboard's HTTP API here
 - sessions per client address (``Correlator.max_sessions_per_client``; in grace too) and a full
-  server serving an address that holds nothing: ``tests/test_session_caps.py``
+  server serving an address that holds nothing: ``tests/system/test_session_caps.py``
 - chat caps per client address (joins, writes, read markers, new rooms, rooms held, room
   members) on both stores: ``tests/chat/test_client_caps.py``
 - dashboard wrong log-ins (``create_app(max_login_failures=)``, 429 + Retry-After): here

@@ -11,8 +11,8 @@ import pytest
 from shared import Hub
 from shared.backends import Backend, MemoryBackend
 from shared.backends.redis import RedisBackend
-from tests.backends.helpers import Subscriber
 from tests.rig import RedisServer
+from tests.shared.backends.helpers import Subscriber
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

@@ -17,7 +17,7 @@ from litestar.testing import TestClient
 from shared.errors import error_handlers
 from shared.problems import InUse, Problem, TooMany, Unavailable, problem_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORE = [
     "shared/rpc_sessions.py",
     "shared/rpc_pending.py",

@@ -19,7 +19,7 @@ import pytest
 
 from tests.rig import LiveServer, read_events
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 GUARANTEES = ROOT / "docs" / "guarantees.md"
 

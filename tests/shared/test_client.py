@@ -17,7 +17,7 @@ from shared import Hub, MemoryBackend
 from shared.client import Backoff, Event, EventStream, Responder, RpcError, Status, StreamError, SyncEventStream
 from showcase import basics, bidi
 from tests.rig import LiveServer, free_port, until
-from tests.test_correlation import Peer, serving
+from tests.shared.correlation_helpers import Peer, serving
 
 # -- Backoff (pure) ------------------------------------------------------------------------------
 

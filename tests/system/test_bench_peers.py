@@ -20,7 +20,7 @@ import pytest
 from bench.load import ConnResult, Done, SseStream
 from bench.peers import PEERS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -4,7 +4,7 @@ Each app runs under a real uvicorn (its streams need one), and the fuzzer carrie
 that gets it past authentication (dashboard control token, exec operator token, chat session
 cookie), so its cases reach the handlers. schemathesis runs all its phases (examples, coverage:
 boundary values and invalid input, fuzzing, stateful links), derandomized so CI sees the same
-cases every run; ``FUZZ_EXAMPLES=300 pytest tests/test_fuzz_http.py -s`` hunts longer.
+cases every run; ``FUZZ_EXAMPLES=300 pytest tests/system/test_fuzz_http.py -s`` hunts longer.
 
 SSE endpoints are fuzzed too: an answer is read up to its first event, or for half a second,
 then dropped (streams never end). Endpoints that act on the machine are fenced: the exec policy

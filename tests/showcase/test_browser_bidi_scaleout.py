@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.rig import RedisServer
-from tests.test_bidi_scaleout import two_instances
-from tests.test_browser_bidi import ask, open_page
+from tests.showcase.bidi_helpers import two_instances
+from tests.showcase.browser_bidi_helpers import ask, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 

@@ -1,0 +1,1 @@
+"""Tests of showcase: its demos (/basics/, /bidi/), the combined server and the examples."""
