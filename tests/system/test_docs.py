@@ -31,7 +31,9 @@ TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 def documents() -> list[Path]:
     """The top README, each folder's README, and everything under docs/."""
     found = [README, *sorted(ROOT.glob("*/README.md")), *sorted((ROOT / "docs").glob("*.md"))]
-    return [p for p in found if p.parts[len(ROOT.parts)] not in {".venv", "node_modules"}]
+    # Not what tools write beside the code (.pytest_cache/README.md, .venv, node_modules).
+    top = len(ROOT.parts)
+    return [p for p in found if p.parts[top] != "node_modules" and not p.parts[top].startswith(".")]
 
 
 def links(doc: Path) -> list[str]:
